@@ -1,0 +1,39 @@
+/* otfuse: the command-line tool. Dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+#define OTFUSE_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: otfuse <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  ot       solve one optimal-transport problem from a safetensors file\n"
+          "  version  print the version\n"
+          "\n"
+          "Run 'otfuse <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+  if(argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if(!strcmp(cmd, "ot"))
+    return otf_cli_ot(argc - 1, argv + 1);
+  if(!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+    printf("otfuse %s\n", OTFUSE_VERSION);
+    return 0;
+  }
+  if(!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "otfuse: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

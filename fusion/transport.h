@@ -1,0 +1,47 @@
+/* Exact OT for arbitrary marginals and shapes: the transportation problem
+ * solved by the network simplex method on the complete bipartite graph
+ * (n sources, m sinks). Used for heterogeneous widths (n != m) and
+ * non-uniform marginals; the square uniform case is otf_assign_jv's. */
+#ifndef OTF_TRANSPORT_H
+#define OTF_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "fusion/ot_problem.h"
+
+typedef struct otf_emd_stats {
+  double objective;    /* <C, P> of the returned plan */
+  uint64_t iterations; /* simplex pivots performed */
+} otf_emd_stats;
+
+/* Default pivot cap when max_iter is 0: generous enough that it is never
+ * reached on problems within OTF_MAX_OT_CELLS in practice; reaching it is
+ * an error (OTF_E_ITER_LIMIT), never a silently suboptimal plan. */
+#define OTF_EMD_DEFAULT_MAX_ITER ((uint64_t)1 << 40)
+
+/* Network simplex with block-search pivoting.
+ *
+ * plan:     out [n, m] row-major; the optimal plan, at most n+m-1 non-zeros.
+ * stats:    out (may be NULL).
+ * p:        the problem; must pass otf_ot_validate. If sum(b) differs from
+ *           sum(a) within OTF_OT_MASS_TOL, b is rescaled to a's mass.
+ * max_iter: pivot cap, 0 = OTF_EMD_DEFAULT_MAX_ITER.
+ * Deterministic: same input, same plan. Degenerate pivots are handled
+ * (strongly feasible tree), so it terminates without cycling.
+ * Memory O(n*m) for the arc costs + O(n+m) tree, allocated once.
+ * Time: empirically O(n*m * small factor) pivots' worth of work.
+ * Returns OTF_E_ITER_LIMIT when the cap is hit, OTF_E_NOMEM, OTF_OK. */
+otf_status otf_emd(double *plan, otf_emd_stats *stats, const otf_ot_problem *p,
+                   uint64_t max_iter, otf_error *err) OTF_WUR;
+
+/* Naive reference: successive shortest paths (Bellman-Ford on the residual
+ * graph), each augmentation pushing the largest feasible amount. Slow
+ * (use n, m <= ~64) but simple; the test oracle for otf_emd. Same
+ * contract; max_iter caps augmentations. */
+otf_status otf_emd_naive(double *plan, otf_emd_stats *stats,
+                         const otf_ot_problem *p, uint64_t max_iter,
+                         otf_error *err) OTF_WUR;
+
+#endif

@@ -1,0 +1,61 @@
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+uint64_t tu_next(tu_rng *r) {
+  uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+double tu_uniform(tu_rng *r) { return (double)(tu_next(r) >> 11) * 0x1.0p-53; }
+
+double tu_normal(tu_rng *r) {
+  double u1 = tu_uniform(r), u2 = tu_uniform(r);
+  if(u1 < 1e-300)
+    u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void tu_fill_uniform(tu_rng *r, double *x, size_t n, double lo, double hi) {
+  for(size_t i = 0; i < n; i++)
+    x[i] = lo + (hi - lo) * tu_uniform(r);
+}
+
+int tu_close(const char *what, const double *got, const double *want, size_t len,
+             double atol, double rtol) {
+  size_t first = len, worst_i = 0;
+  double worst = 0.0;
+  for(size_t i = 0; i < len; i++) {
+    double d = fabs(got[i] - want[i]);
+    if(!(d <= atol + rtol * fabs(want[i])) && first == len)
+      first = i;
+    if(d > worst || isnan(d)) {
+      worst = d;
+      worst_i = i;
+    }
+  }
+  if(first == len)
+    return 1;
+  fprintf(stderr,
+          "%s: mismatch at [%zu]: got %.17g want %.17g; largest |diff| %.3g at "
+          "[%zu] (atol %.3g, rtol %.3g)\n",
+          what, first, got[first], want[first], worst, worst_i, atol, rtol);
+  return 0;
+}
+
+const char *tu_data_dir(void) {
+  const char *d = getenv("OTF_TEST_DATA");
+  return d && *d ? d : "tests/data";
+}
+
+int tu_run_suite(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,33 @@
+/* Shared helpers for the check suites: a deterministic RNG, random problem
+ * generators and array comparison that reports the first bad value and the
+ * largest difference. */
+#ifndef OTF_TESTUTIL_H
+#define OTF_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* splitmix64: deterministic across platforms. */
+typedef struct tu_rng { uint64_t s; } tu_rng;
+uint64_t tu_next(tu_rng *r);
+double tu_uniform(tu_rng *r);  /* [0, 1) */
+double tu_normal(tu_rng *r);   /* standard normal (Box-Muller) */
+
+/* Fills x [n] with values in [lo, hi). */
+void tu_fill_uniform(tu_rng *r, double *x, size_t n, double lo, double hi);
+
+/* Compares got vs want (len values) with |got - want| <= atol + rtol*|want|.
+ * On failure prints what, the first offending index, both values and the
+ * largest absolute difference, and returns 0. */
+int tu_close(const char *what, const double *got, const double *want, size_t len,
+             double atol, double rtol);
+
+/* Directory of committed fixtures: $OTF_TEST_DATA or "tests/data". */
+const char *tu_data_dir(void);
+
+/* Runs a suite (fork mode unless CK_FORK=no) and returns 0 if all passed.
+ * Prints check's summary line. */
+int tu_run_suite(Suite *s);
+
+#endif

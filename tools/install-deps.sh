@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages otfuse needs to build, test and run.
+# Idempotent and quiet when everything is present; run as root (or with sudo
+# available) on Debian 12.
+set -eu
+PKGS="build-essential pkg-config libopenblas-dev libjansson-dev check
+      libsubunit-dev libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev
+      libsqlite3-dev libssl-dev clang"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
