@@ -13,7 +13,7 @@ PKGS     = openblas jansson
 WARN     = -Wall -Wextra -Werror -Wstrict-prototypes -Wshadow -Wpointer-arith \
            -Wformat=2 -Wno-format-nonliteral
 CPPFLAGS += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS))
-CFLAGS  += -std=c11 $(OPT) -g -fno-strict-aliasing $(WARN) -MMD -MP
+CFLAGS  += -std=c11 $(OPT) -g -fno-strict-aliasing -fopenmp-simd $(WARN) -MMD -MP
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -lpthread
 TEST_LDLIBS = $(shell pkg-config --libs check)
 

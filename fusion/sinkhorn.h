@@ -11,7 +11,9 @@
  *    log-sum-exp, which never under/overflows; chosen automatically when
  *    max(C)/reg is large enough that exp(-C/reg) would underflow or the
  *    scalings overflow, and as a fallback when the scaling form meets a
- *    zero, infinite or NaN value. */
+ *    zero, infinite or NaN value. At tiny reg its linear rate becomes very
+ *    slow; when the iterations run out, Newton steps on the dual finish
+ *    small and medium problems (n + m <= OTF_SINKHORN_NEWTON_MAX). */
 #ifndef OTF_SINKHORN_H
 #define OTF_SINKHORN_H
 
@@ -43,12 +45,18 @@ typedef struct otf_sinkhorn_stats {
   double marginal_error; /* max abs marginal deviation of the returned plan */
   int log_domain;        /* 1 when the log-domain form produced the plan */
   int converged;         /* 1 when the stopping rule fired */
+  int newton;            /* 1 when Newton steps on the dual finished it */
 } otf_sinkhorn_stats;
 
 /* Scaling threshold: the scaling form is used while max(C)/reg stays below
  * this, so exp(-C/reg) >= e^-300 and the scalings stay well inside double
  * range (e^+-709). */
 #define OTF_SINKHORN_SCALING_MAX_EXPONENT 300.0
+
+/* Largest n + m - 1 for which a log-domain solve that runs out of
+ * iterations is finished by Newton steps on the dual (dense O((n+m)^3)
+ * factorisation, 2048^3/3 flops ~ a second; 32 MiB). */
+#define OTF_SINKHORN_NEWTON_MAX 2048
 
 /* plan:  out [n, m]; also used as the workspace for K (no extra n*m buffer).
  * stats: out (may be NULL).
