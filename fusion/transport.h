@@ -30,9 +30,14 @@ typedef struct otf_emd_stats {
  * max_iter: pivot cap, 0 = OTF_EMD_DEFAULT_MAX_ITER.
  * Deterministic: same input, same plan. Degenerate pivots are handled
  * (strongly feasible tree), so it terminates without cycling.
- * Memory O(n*m) for the arc costs + O(n+m) tree, allocated once.
- * Time: empirically O(n*m * small factor) pivots' worth of work.
- * Returns OTF_E_ITER_LIMIT when the cap is hit, OTF_E_NOMEM, OTF_OK. */
+ * Starts from a big-M artificial-root tree, then greedy first pivots (each
+ * sink's and source's cheapest arc); see fusion/transport.c.
+ * Memory: the cost is read in place; n*m bits of tree membership plus
+ * O(n+m), allocated once. Time: each pivot prices about sqrt(n*m) arcs and
+ * walks one cycle and one subtree; about 10-30 (n+m) pivots in practice
+ * (3072 x 3072 in under a second on one core).
+ * Returns OTF_E_ITER_LIMIT when the cap is hit, OTF_E_NOMEM, OTF_OK, or
+ * otf_ot_validate's error for a bad problem (it is re-checked). */
 otf_status otf_emd(double *plan, otf_emd_stats *stats, const otf_ot_problem *p,
                    uint64_t max_iter, otf_error *err) OTF_WUR;
 
