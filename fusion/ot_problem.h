@@ -38,6 +38,10 @@ static inline double otf_ot_b(const otf_ot_problem *p, size_t j) {
  * O(n*m). */
 otf_status otf_ot_validate(const otf_ot_problem *p, otf_error *err) OTF_WUR;
 
+/* The same, also giving the largest cost entry (in the same pass). */
+otf_status otf_ot_validate_max(const otf_ot_problem *p, double *max_cost,
+                               otf_error *err) OTF_WUR;
+
 /* Largest absolute deviation of the plan's row sums from a and column sums
  * from b: max(max_i |sum_j P_ij - a_i|, max_j |sum_i P_ij - b_j|).
  * plan: [n, m]. O(n*m), no allocation beyond O(1) (two passes). */

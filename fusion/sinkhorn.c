@@ -1,5 +1,6 @@
 #include "fusion/sinkhorn.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -52,6 +53,66 @@ static double max_cost(const otf_ot_problem *p) {
   return mx;
 }
 
+/* ---- plan summaries ------------------------------------------------ */
+
+/* Row and column sums, objective and a non-finite flag, accumulated while
+ * the final plan is written row by row, so verifying it costs no extra
+ * pass over n*m memory. colsum: [m] scratch. */
+typedef struct plan_sums {
+  double *colsum;
+  double objective, row_err;
+  int bad;
+} plan_sums;
+
+static void sums_begin(plan_sums *ps, double *colsum, size_t m) {
+  memset(colsum, 0, m * sizeof(*colsum));
+  ps->colsum = colsum;
+  ps->objective = ps->row_err = 0.0;
+  ps->bad = 0;
+}
+
+OTF_HOT_CLONES
+static void sums_row(plan_sums *ps, const double *row, const double *c, double ai,
+                     size_t m) {
+  double rs = 0.0, obj = 0.0;
+  int bad = 0;
+  double *cs = ps->colsum;
+#pragma omp simd reduction(+ : rs, obj) reduction(| : bad)
+  for(size_t j = 0; j < m; j++) {
+    double v = row[j];
+    bad |= !(v >= 0.0 && v <= DBL_MAX);
+    rs += v;
+    obj += v * c[j];
+    cs[j] += v;
+  }
+  ps->objective += obj;
+  ps->row_err = fmax(ps->row_err, fabs(rs - ai));
+  ps->bad |= bad;
+}
+
+static void sums_end(const plan_sums *ps, otf_sinkhorn_stats *st, const otf_ot_problem *p) {
+  double e = ps->row_err;
+  for(size_t j = 0; j < p->m; j++)
+    e = fmax(e, fabs(ps->colsum[j] - otf_ot_b(p, j)));
+  st->marginal_error = ps->bad ? INFINITY : e;
+  st->objective = ps->objective;
+  st->nonfinite = ps->bad;
+}
+
+OTF_HOT_CLONES
+static void axpy_row(double *w, const double *k, double alpha, size_t m) {
+#pragma omp simd
+  for(size_t j = 0; j < m; j++)
+    w[j] += k[j] * alpha;
+}
+
+OTF_HOT_CLONES
+static void scale_row(double *row, double ui, const double *v, size_t m) {
+#pragma omp simd
+  for(size_t j = 0; j < m; j++)
+    row[j] *= ui * v[j];
+}
+
 /* ---- scaling form --------------------------------------------------- */
 
 /* One fused pass over K [n, m] (the plan buffer):
@@ -95,16 +156,18 @@ static void run_scaling(double *plan, otf_sinkhorn_stats *st, const otf_ot_probl
                         const resolved_opts *o, double *scratch, int *breakdown) {
   size_t n = p->n, m = p->m;
   double *u = scratch, *v = u + n, *w = v + m, *uprev = w + m, *vprev = uprev + n;
-  otf_vexp_scaled(plan, p->cost, -1.0 / o->reg, n * m);
   for(size_t i = 0; i < n; i++)
     u[i] = 1.0 / (double)n;
   for(size_t j = 0; j < m; j++)
     v[j] = 1.0 / (double)m;
-  /* w = K^T u for the initial u. */
+  /* K = exp(-C/reg) row by row, accumulating w = K^T u for the initial u
+   * while each row is in cache. */
   memset(w, 0, m * sizeof(*w));
-  for(size_t i = 0; i < n; i++)
-    for(size_t j = 0; j < m; j++)
-      w[j] += plan[i * m + j] * u[i];
+  for(size_t i = 0; i < n; i++) {
+    double *k = plan + i * m;
+    otf_vexp_scaled(k, p->cost + i * m, -1.0 / o->reg, m);
+    axpy_row(w, k, u[i], m);
+  }
   *breakdown = 0;
   uint32_t it = 0;
   double e = INFINITY;
@@ -133,9 +196,14 @@ static void run_scaling(double *plan, otf_sinkhorn_stats *st, const otf_ot_probl
     }
     it++;
   }
-  for(size_t i = 0; i < n; i++)
-    for(size_t j = 0; j < m; j++)
-      plan[i * m + j] *= u[i] * v[j];
+  plan_sums ps;
+  sums_begin(&ps, w, m);
+  for(size_t i = 0; i < n; i++) {
+    double *row = plan + i * m;
+    scale_row(row, u[i], v, m);
+    sums_row(&ps, row, p->cost + i * m, otf_ot_a(p, i), m);
+  }
+  sums_end(&ps, st, p);
   st->iterations = it;
   st->err = e;
   st->converged = e <= o->stop_thr;
@@ -421,17 +489,21 @@ static otf_status run_log(double *plan, otf_sinkhorn_stats *st, const otf_ot_pro
     e = log_column_error(f, g, p, o->reg, t1, t2);
     st->newton = 1;
   }
+  plan_sums ps;
+  sums_begin(&ps, t2, m);
   for(size_t i = 0; i < n; i++) {
     double *row = plan + i * m;
+    const double *c = p->cost + i * m;
     if(f[i] == -INFINITY) {
       memset(row, 0, m * sizeof(*row));
-      continue;
+    } else {
+      for(size_t j = 0; j < m; j++)
+        row[j] = f[i] + g[j] - c[j];
+      otf_vexp_scaled(row, row, 1.0 / o->reg, m);
     }
-    const double *c = p->cost + i * m;
-    for(size_t j = 0; j < m; j++)
-      row[j] = f[i] + g[j] - c[j];
-    otf_vexp_scaled(row, row, 1.0 / o->reg, m);
+    sums_row(&ps, row, c, otf_ot_a(p, i), m);
   }
+  sums_end(&ps, st, p);
   st->iterations = warm + it;
   st->err = e;
   st->converged = e <= o->stop_thr;
@@ -442,13 +514,20 @@ static otf_status run_log(double *plan, otf_sinkhorn_stats *st, const otf_ot_pro
 otf_status otf_sinkhorn(double *plan, otf_sinkhorn_stats *stats,
                         const otf_ot_problem *p, const otf_sinkhorn_opts *opts,
                         otf_error *err) {
+  double cmax;
+  otf_status rc = otf_ot_validate_max(p, &cmax, err);
+  if(rc != OTF_OK)
+    return rc;
+  return otf__sinkhorn_validated(plan, stats, p, opts, cmax, err);
+}
+
+otf_status otf__sinkhorn_validated(double *plan, otf_sinkhorn_stats *stats,
+                                   const otf_ot_problem *p, const otf_sinkhorn_opts *opts,
+                                   double cmax, otf_error *err) {
   resolved_opts o;
   otf_sinkhorn_stats st;
   memset(&st, 0, sizeof(st));
   otf_status rc = resolve_opts(&o, opts, err);
-  if(rc != OTF_OK)
-    return rc;
-  rc = otf_ot_validate(p, err);
   if(rc != OTF_OK)
     return rc;
   size_t n = p->n, m = p->m;
@@ -458,7 +537,7 @@ otf_status otf_sinkhorn(double *plan, otf_sinkhorn_stats *stats,
                     n, m);
   int use_log = o.mode == OTF_SINKHORN_LOG ||
                 (o.mode == OTF_SINKHORN_AUTO &&
-                 max_cost(p) / o.reg > OTF_SINKHORN_SCALING_MAX_EXPONENT);
+                 cmax / o.reg > OTF_SINKHORN_SCALING_MAX_EXPONENT);
   const char *name = "sinkhorn";
   if(!use_log) {
     int breakdown = 0;
@@ -472,15 +551,21 @@ otf_status otf_sinkhorn(double *plan, otf_sinkhorn_stats *stats,
     name = "log-domain sinkhorn";
   }
   otf_free(scratch);
-  if(rc != OTF_OK) {
-    if(stats)
-      *stats = st;
-    return OTF_FAIL(err, rc, NULL, "no memory for the Newton refinement (%zu x %zu)", n, m);
-  }
-  rc = otf_plan_verify(plan, p, o.accept_tol, name, &st.marginal_error, err);
   if(stats)
     *stats = st;
-  return rc;
+  if(rc != OTF_OK)
+    return OTF_FAIL(err, rc, NULL, "no memory for the Newton refinement (%zu x %zu)", n, m);
+  double mass = 0.0;
+  for(size_t i = 0; i < n; i++)
+    mass += otf_ot_a(p, i);
+  if(st.nonfinite)
+    return OTF_FAIL(err, OTF_E_NUMERIC, NULL, "%s produced non-finite plan entries", name);
+  if(!(st.marginal_error <= o.accept_tol * mass))
+    return OTF_FAIL(err, OTF_E_NOT_CONVERGED, NULL,
+                    "%s plan misses the marginals by %.3g (tolerance %.3g) after %u "
+                    "iterations; raise reg or max_iter, or use the exact solver",
+                    name, st.marginal_error, o.accept_tol * mass, st.iterations);
+  return OTF_OK;
 }
 
 /* ---- naive reference ------------------------------------------------ */

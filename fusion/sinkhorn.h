@@ -46,6 +46,8 @@ typedef struct otf_sinkhorn_stats {
   int log_domain;        /* 1 when the log-domain form produced the plan */
   int converged;         /* 1 when the stopping rule fired */
   int newton;            /* 1 when Newton steps on the dual finished it */
+  int nonfinite;         /* 1 when the plan has a NaN or infinite entry */
+  double objective;      /* <C, P> of the returned plan */
 } otf_sinkhorn_stats;
 
 /* Scaling threshold: the scaling form is used while max(C)/reg stays below
@@ -68,6 +70,13 @@ typedef struct otf_sinkhorn_stats {
 otf_status otf_sinkhorn(double *plan, otf_sinkhorn_stats *stats,
                         const otf_ot_problem *p, const otf_sinkhorn_opts *opts,
                         otf_error *err) OTF_WUR;
+
+/* otf_sinkhorn for a problem the caller has already validated with
+ * otf_ot_validate_max, which gave max_cost: saves a pass over the cost. */
+otf_status otf__sinkhorn_validated(double *plan, otf_sinkhorn_stats *stats,
+                                   const otf_ot_problem *p,
+                                   const otf_sinkhorn_opts *opts, double max_cost,
+                                   otf_error *err) OTF_WUR;
 
 /* Naive reference of the scaling form: a literal transcription of POT's
  * loop (two separate mat-vec passes, libm exp), no fusion of passes, no

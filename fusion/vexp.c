@@ -16,6 +16,7 @@ void otf_vexp_scaled(double *out, const double *in, double scale, size_t len) {
   const double log2e = 1.4426950408889634;
   const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
   const double magic = 0x1.8p52;
+#pragma omp simd
   for(size_t k = 0; k < len; k++) {
     double x = scale * in[k];
     double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);

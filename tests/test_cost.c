@@ -151,6 +151,8 @@ START_TEST(bad_input_and_allocation_failures) {
     otf_alloc_fail_at(k);
     otf_status rc = otf_cost_matrix(c, y, y, 2, 2, 2, OTF_METRIC_EUCLIDEAN, NULL);
     ck_assert(rc == OTF_OK || rc == OTF_E_NOMEM);
+    for(int q = 0; q < 4; q++)
+      c[q] = q + 1.0;
     otf_alloc_fail_at(k);
     rc = otf_cost_normalize(c, 2, 2, OTF_COSTNORM_MEDIAN, NULL, NULL);
     ck_assert(rc == OTF_OK || rc == OTF_E_NOMEM);
