@@ -14,7 +14,7 @@ PKGS     = openblas jansson
 WARN     = -Wall -Wextra -Werror -Wstrict-prototypes -Wshadow -Wpointer-arith \
            -Wformat=2 -Wno-format-nonliteral
 CPPFLAGS += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-CFLAGS  += -std=c11 $(OPT) -g -fno-strict-aliasing -fno-trapping-math -fno-math-errno -fopenmp-simd $(WARN) -MMD -MP
+CFLAGS  += -std=c11 -ffp-contract=fast $(OPT) -g -fno-strict-aliasing -fno-trapping-math -fno-math-errno -fopenmp-simd $(WARN) -MMD -MP
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 TEST_LDLIBS = $(shell pkg-config --libs check 2>/dev/null)
 
@@ -33,12 +33,20 @@ LIB       := $(BUILD)/libotf.a
 OTFUSE    := $(BUILD)/otfuse
 
 .SECONDARY:
-.PHONY: all check test-run asan bench demo install-deps clean check-style
+.PHONY: FORCE all check test-run asan bench demo install-deps clean check-style
 .DEFAULT_GOAL := all
 
 all: $(OTFUSE)
 
-$(BUILD)/%.o: %.c
+# Objects depend on the flags they were built with, so changing OPT or
+# CFLAGS rebuilds instead of mixing stale objects into a build.
+FLAGS_STAMP := $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(CC) $(CPPFLAGS) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CPPFLAGS) $(CFLAGS)' > $@
+FORCE:
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 

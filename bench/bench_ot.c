@@ -47,7 +47,7 @@ static double rng_normal(uint64_t *s) {
 typedef struct result {
   char name[64];
   size_t n, d;
-  double cost_s, exact_s, exact_obj, simplex_s, simplex_obj;
+  double cost_s, cost_cold_s, exact_s, exact_obj, simplex_s, simplex_obj;
   double sk_s[NREG];
   uint64_t sk_it[NREG];
   int sk_log[NREG], sk_ok[NREG];
@@ -65,11 +65,19 @@ static int run_case(result *r, const float *x, const float *y, size_t n, size_t 
   }
   r->n = n;
   r->d = d;
-  double t0 = now();
-  if(otf_cost_matrix(cost, x, y, n, n, d, OTF_METRIC_EUCLIDEAN, &e) != OTF_OK ||
-     otf_cost_normalize(cost, n, n, OTF_COSTNORM_MAX, NULL, &e) != OTF_OK) {
-    fprintf(stderr, "bench_ot: cost: %s\n", e.message);
-    return -1;
+  /* Twice: the first run also pays the page faults of fresh memory (cold);
+   * a fusion job reuses its workspace across layers, so the second (warm)
+   * run is the one reported as cost_s, like the reference's best-of-N. */
+  double t0 = 0.0;
+  for(int rep = 0; rep < 2; rep++) {
+    t0 = now();
+    if(otf_cost_matrix(cost, x, y, n, n, d, OTF_METRIC_EUCLIDEAN, &e) != OTF_OK ||
+       otf_cost_normalize(cost, n, n, OTF_COSTNORM_MAX, NULL, &e) != OTF_OK) {
+      fprintf(stderr, "bench_ot: cost: %s\n", e.message);
+      return -1;
+    }
+    if(rep == 0)
+      r->cost_cold_s = now() - t0;
   }
   r->cost_s = now() - t0;
   otf_ot_problem p = {.cost = cost, .n = n, .m = n};
@@ -107,10 +115,10 @@ static int run_case(result *r, const float *x, const float *y, size_t n, size_t 
 
 static void print_result(const result *r, int json) {
   if(json) {
-    printf("{\"case\":\"%s\",\"n\":%zu,\"d\":%zu,\"cost_s\":%.6f,\"exact_s\":%.6f,"
+    printf("{\"case\":\"%s\",\"n\":%zu,\"d\":%zu,\"cost_s\":%.6f,\"cost_cold_s\":%.6f,\"exact_s\":%.6f,"
            "\"exact_objective\":%.17g,\"simplex_s\":%.6f,\"simplex_objective\":%.17g,"
            "\"sinkhorn\":[",
-           r->name, r->n, r->d, r->cost_s, r->exact_s, r->exact_obj, r->simplex_s,
+           r->name, r->n, r->d, r->cost_s, r->cost_cold_s, r->exact_s, r->exact_obj, r->simplex_s,
            r->simplex_obj);
     for(size_t k = 0; k < NREG; k++)
       printf("%s{\"reg\":%g,\"s\":%.6f,\"iterations\":%llu,\"log_domain\":%d,\"ok\":%d}",
@@ -118,8 +126,8 @@ static void print_result(const result *r, int json) {
              r->sk_log[k], r->sk_ok[k]);
     printf("]}\n");
   } else {
-    printf("%-14s %5zu %8.3f %9.3f %10.3f", r->name, r->n, r->cost_s, r->exact_s,
-           r->simplex_s);
+    printf("%-14s %5zu %8.3f %8.3f %9.3f %10.3f", r->name, r->n, r->cost_s, r->cost_cold_s,
+           r->exact_s, r->simplex_s);
     for(size_t k = 0; k < NREG; k++)
       printf(" %8.3f/%-5llu", r->sk_s[k], (unsigned long long)r->sk_it[k]);
     printf("\n");
@@ -133,7 +141,8 @@ static void print_header(int json) {
   printf("OT benchmark: max-normalised Euclidean cost of two point clouds; seconds "
          "(Sinkhorn: seconds/iterations). OpenBLAS threads: %d\n",
          openblas_get_num_threads());
-  printf("%-14s %5s %8s %9s %10s", "case", "n", "cost_s", "exact_s", "simplex_s");
+  printf("%-14s %5s %8s %8s %9s %10s", "case", "n", "cost_s", "cold_s", "exact_s",
+         "simplex_s");
   for(size_t k = 0; k < NREG; k++)
     printf("   sk%-4g s/it  ", regs[k]);
   printf("\n");

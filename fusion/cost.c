@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "fusion/simd.h"
 
 #define ROW_BLOCK 256
 #define REFINE_FRACTION 0.05
@@ -102,6 +103,39 @@ otf_status otf_cost_matrix_naive(double *cost, const float *x, const float *y,
   return OTF_OK;
 }
 
+/* One output row of a (squared) Euclidean cost from the Gram row g:
+ * out_j = nx + ny_j - 2 g_j (clamped at 0, square-rooted unless squared).
+ * Branch-free so it vectorises; returns whether any entry is small enough
+ * relative to the norms to need the exact recomputation. */
+OTF_HOT_CLONES
+static int finish_row_dist(double *out, const float *g, double nx, const double *ny,
+                           size_t m, int take_sqrt) {
+  int refine = 0;
+#pragma omp simd reduction(| : refine)
+  for(size_t j = 0; j < m; j++) {
+    double s = nx + ny[j];
+    double v = s - 2.0 * (double)g[j];
+    refine |= v < REFINE_FRACTION * s;
+    v = v < 0.0 ? 0.0 : v;
+    out[j] = take_sqrt ? sqrt(v) : v;
+  }
+  return refine;
+}
+
+/* Cosine distance row from cosines g: out_j = clamp(1 - g_j, 0, 2). */
+OTF_HOT_CLONES
+static int finish_row_cosine(double *out, const float *g, size_t m) {
+  int refine = 0;
+#pragma omp simd reduction(| : refine)
+  for(size_t j = 0; j < m; j++) {
+    double v = 1.0 - (double)g[j];
+    refine |= v < REFINE_FRACTION;
+    v = v < 0.0 ? 0.0 : v;
+    out[j] = v > 2.0 ? 2.0 : v;
+  }
+  return refine;
+}
+
 otf_status otf_cost_matrix(double *cost, const float *x, const float *y, size_t n,
                            size_t m, size_t d, otf_metric metric, otf_error *err) {
   otf_status rc = check_args(x, y, n, m, d, metric, err);
@@ -169,27 +203,20 @@ otf_status otf_cost_matrix(double *cost, const float *x, const float *y, size_t 
                 1.0f, xs + i0 * d, (int)d, ys, (int)d, 0.0f, g, (int)m);
     for(size_t r = 0; r < rows; r++) {
       size_t i = i0 + r;
-      double *out = cost + i * m;
+      int refine = cosine ? finish_row_cosine(cost + i * m, g + r * m, m)
+                          : finish_row_dist(cost + i * m, g + r * m, nx[i], ny, m,
+                                            metric == OTF_METRIC_EUCLIDEAN);
+      if(!refine)
+        continue;
+      /* Rare: recompute the flagged entries directly in double. */
       const float *gr = g + r * m;
       for(size_t j = 0; j < m; j++) {
-        double v;
-        int refine;
-        if(cosine) {
-          v = 1.0 - (double)gr[j];
-          refine = v < REFINE_FRACTION;
-          v = v < 0.0 ? 0.0 : (v > 2.0 ? 2.0 : v);
-        } else {
-          double s = nx[i] + ny[j];
-          v = s - 2.0 * (double)gr[j];
-          refine = v < REFINE_FRACTION * s;
-          v = v < 0.0 ? 0.0 : v;
-          if(metric == OTF_METRIC_EUCLIDEAN)
-            v = sqrt(v);
-        }
-        out[j] = v;
-        if(refine)
-          out[j] = entry_direct(x + i * d, y + j * d, d, metric, cosine ? nx[i] : 0.0,
-                                cosine ? ny[j] : 0.0);
+        int flag = cosine ? 1.0 - (double)gr[j] < REFINE_FRACTION
+                          : nx[i] + ny[j] - 2.0 * (double)gr[j] <
+                                REFINE_FRACTION * (nx[i] + ny[j]);
+        if(flag)
+          cost[i * m + j] = entry_direct(x + i * d, y + j * d, d, metric,
+                                         cosine ? nx[i] : 0.0, cosine ? ny[j] : 0.0);
       }
     }
   }

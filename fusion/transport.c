@@ -87,6 +87,7 @@ typedef struct ns {
   long double *excess; /* flow recomputation, extended precision */
   int64_t *init_arc;   /* [m+n] cheapest arc into each sink, then out of
                           each source (first pivot candidates) */
+  void *block_mem;     /* the one allocation all arrays above live in */
 } ns;
 
 /* Source node (tail) of real arc e = i*m + j: i. Arcs are implicit in the
@@ -429,6 +430,45 @@ static otf_status pivot(ns *s, int64_t ein, double rc, otf_error *err) {
   return OTF_OK;
 }
 
+/* Carves count elements of esize bytes, 16-byte aligned, at *off of base
+ * and advances *off; with base NULL it only measures. */
+static void *carve(unsigned char *base, size_t *off, size_t count, size_t esize) {
+  size_t o = (*off + 15) & ~(size_t)15;
+  *off = o + count * esize;
+  return base ? base + o : NULL;
+}
+
+/* Lays every array of the solver state out in one block (measuring when
+ * base is NULL) and returns the block's size, so the state is one
+ * allocation and one free. */
+static size_t ns_layout(ns *s, unsigned char *base, const otf_ot_problem *p) {
+  size_t nn = (size_t)s->nn, off = 0;
+  size_t words = (size_t)((s->narcs + 63) / 64);
+  s->parent = carve(base, &off, nn, sizeof(int32_t));
+  s->thread = carve(base, &off, nn, sizeof(int32_t));
+  s->rev_thread = carve(base, &off, nn, sizeof(int32_t));
+  s->succ_num = carve(base, &off, nn, sizeof(int32_t));
+  s->last_succ = carve(base, &off, nn, sizeof(int32_t));
+  s->pred = carve(base, &off, nn, sizeof(int64_t));
+  s->up = carve(base, &off, nn, 1);
+  s->flow = carve(base, &off, nn, sizeof(double));
+  s->pi = carve(base, &off, nn, sizeof(double));
+  s->supply = carve(base, &off, nn, sizeof(double));
+  s->in_tree = carve(base, &off, words, sizeof(uint64_t));
+  s->path = carve(base, &off, nn, sizeof(int32_t));
+  s->old_thread = carve(base, &off, nn, sizeof(int32_t));
+  s->old_rev = carve(base, &off, nn, sizeof(int32_t));
+  s->old_last = carve(base, &off, nn, sizeof(int32_t));
+  s->old_after = carve(base, &off, nn, sizeof(int32_t));
+  s->old_size = carve(base, &off, nn, sizeof(int32_t));
+  s->old_pred = carve(base, &off, nn, sizeof(int64_t));
+  s->old_up = carve(base, &off, nn, 1);
+  s->old_flow = carve(base, &off, nn, sizeof(double));
+  s->excess = carve(base, &off, nn, sizeof(long double));
+  s->init_arc = carve(base, &off, p->m + p->n, sizeof(int64_t));
+  return off;
+}
+
 /* Allocates every array of the solver state at once (so that the pivot
  * loop never allocates) and builds the initial big-M tree. supply holds
  * a_i for sources and -b_j (b rescaled to a's mass) for sinks.
@@ -442,38 +482,14 @@ static otf_status ns_init(ns *s, const otf_ot_problem *p, otf_error *err) {
   s->narcs = (int64_t)p->n * (int64_t)p->m;
   s->cost = p->cost;
   size_t nn = (size_t)s->nn;
-  size_t words = (size_t)((s->narcs + 63) / 64);
-  s->parent = otf_malloc_array(nn, sizeof(int32_t));
-  s->thread = otf_malloc_array(nn, sizeof(int32_t));
-  s->rev_thread = otf_malloc_array(nn, sizeof(int32_t));
-  s->succ_num = otf_malloc_array(nn, sizeof(int32_t));
-  s->last_succ = otf_malloc_array(nn, sizeof(int32_t));
-  s->pred = otf_malloc_array(nn, sizeof(int64_t));
-  s->up = otf_malloc_array(nn, 1);
-  s->flow = otf_malloc_array(nn, sizeof(double));
-  s->pi = otf_malloc_array(nn, sizeof(double));
-  s->supply = otf_malloc_array(nn, sizeof(double));
-  s->in_tree = otf_calloc(words, sizeof(uint64_t));
-  s->path = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_thread = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_rev = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_last = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_after = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_size = otf_malloc_array(nn, sizeof(int32_t));
-  s->old_pred = otf_malloc_array(nn, sizeof(int64_t));
-  s->old_up = otf_malloc_array(nn, 1);
-  s->old_flow = otf_malloc_array(nn, sizeof(double));
-  s->excess = otf_malloc_array(nn, sizeof(long double));
-  s->init_arc = otf_malloc_array(p->m + p->n, sizeof(int64_t));
-  if(!s->parent || !s->thread || !s->rev_thread || !s->succ_num ||
-     !s->last_succ || !s->pred || !s->up || !s->flow || !s->pi ||
-     !s->supply || !s->in_tree || !s->path || !s->old_thread ||
-     !s->old_rev || !s->old_last || !s->old_after || !s->old_size ||
-     !s->old_pred || !s->old_up || !s->old_flow || !s->excess ||
-     !s->init_arc)
+  size_t total = ns_layout(s, NULL, p);
+  s->block_mem = otf_malloc(total);
+  if(!s->block_mem)
     return OTF_FAIL(err, OTF_E_NOMEM, NULL,
                     "network simplex: out of memory for a %zu x %zu problem",
                     p->n, p->m);
+  ns_layout(s, s->block_mem, p);
+  memset(s->in_tree, 0, (size_t)((s->narcs + 63) / 64) * sizeof(uint64_t));
 
   /* Supplies, b rescaled to a's mass. The masses are summed in long
    * double: a double sum of 3072 x (1/3072) is off by ~5e-14, and rescaling
@@ -558,28 +574,8 @@ static otf_status ns_init(ns *s, const otf_ot_problem *p, otf_error *err) {
 
 /* Releases every array ns_init allocated (any subset may be NULL). */
 static void ns_free(ns *s) {
-  otf_free(s->parent);
-  otf_free(s->thread);
-  otf_free(s->rev_thread);
-  otf_free(s->succ_num);
-  otf_free(s->last_succ);
-  otf_free(s->pred);
-  otf_free(s->up);
-  otf_free(s->flow);
-  otf_free(s->pi);
-  otf_free(s->supply);
-  otf_free(s->in_tree);
-  otf_free(s->path);
-  otf_free(s->old_thread);
-  otf_free(s->old_rev);
-  otf_free(s->old_last);
-  otf_free(s->old_after);
-  otf_free(s->old_size);
-  otf_free(s->old_pred);
-  otf_free(s->old_up);
-  otf_free(s->old_flow);
-  otf_free(s->excess);
-  otf_free(s->init_arc);
+  otf_free(s->block_mem);
+  s->block_mem = NULL;
 }
 
 /* Network simplex driver: pivot until pricing finds no negative reduced
