@@ -12,6 +12,7 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n"
           "  ot       solve one optimal-transport problem from a safetensors file\n"
+          "  inspect  describe a model folder or a safetensors file\n"
           "  version  print the version\n"
           "\n"
           "Run 'otfuse <command> --help' for a command's options.\n");
@@ -25,6 +26,8 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if(!strcmp(cmd, "ot"))
     return otf_cli_ot(argc - 1, argv + 1);
+  if(!strcmp(cmd, "inspect"))
+    return otf_cli_inspect(argc - 1, argv + 1);
   if(!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("otfuse %s\n", OTFUSE_VERSION);
     return 0;

@@ -41,6 +41,19 @@
  * check after parsing). Real specs nest 4 deep. */
 #define OTF_MAX_JSON_DEPTH 32
 
+/* config.json size. Real configs are a few KiB; a large id2label table
+ * (ImageNet-21k) is ~1 MiB. */
+#define OTF_MAX_CONFIG_BYTES ((size_t)4 << 20)
+
+/* Model dimensions accepted from a config.json: beyond any real
+ * transformer, small enough that products of two stay far from overflow. */
+#define OTF_MAX_HIDDEN 65536
+#define OTF_MAX_LAYERS 1024
+#define OTF_MAX_VOCAB (1 << 24)
+#define OTF_MAX_POSITIONS (1 << 20)
+#define OTF_MAX_IMAGE_SIDE 65536
+#define OTF_MAX_CHANNELS 64
+
 _Static_assert(OTF_MAX_OT_SIDE <= INT32_MAX, "OT indices are int32");
 _Static_assert(OTF_MAX_OT_CELLS <= SIZE_MAX / sizeof(double),
                "a dense OT matrix must be addressable");

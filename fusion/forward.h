@@ -1,0 +1,70 @@
+/* Inference in C on OpenBLAS for the supported families (ViT pre-LN,
+ * BERT post-LN), batched, returning logits and, on request, the
+ * intermediate activations activation-based alignment needs. Matches
+ * PyTorch (Hugging Face semantics) to float tolerance. */
+#ifndef OTF_FORWARD_H
+#define OTF_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "fusion/arch.h"
+#include "fusion/hfconfig.h"
+#include "fusion/model.h"
+
+typedef struct otf_batch {
+  size_t n;                       /* samples */
+  size_t seq;                     /* BERT: tokens per sample T; ViT: unused */
+  const float *pixel_values;      /* ViT: [n, C, H, W] */
+  const int64_t *input_ids;       /* BERT: [n, T] */
+  const int64_t *attention_mask;  /* BERT: [n, T] of 0/1, NULL = all ones */
+  const int64_t *token_type_ids;  /* BERT: [n, T], NULL = all zeros */
+} otf_batch;
+
+/* Points where activations can be observed. Each is delivered as a
+ * row-major [rows, cols] matrix with rows = n * tokens (a sample's tokens
+ * contiguous; ViT: cls first, then patches). */
+typedef enum otf_tap {
+  OTF_TAP_EMBEDDINGS = 0, /* output of the embedding block */
+  OTF_TAP_PATCH_EMBED,    /* ViT: patch convolution output, P tokens per sample */
+  OTF_TAP_Q, OTF_TAP_K, OTF_TAP_V, /* projections, before the head split */
+  OTF_TAP_ATTN_OUT,       /* attention output dense, before the residual add */
+  OTF_TAP_RESID_ATTN,     /* stream after the attention sub-block */
+  OTF_TAP_FFN_PRE,        /* intermediate dense, before the activation */
+  OTF_TAP_FFN_OUT,        /* output dense, before the residual add */
+  OTF_TAP_RESID_FFN,      /* stream after the block */
+  OTF_TAP_FINAL,          /* after the final LayerNorm (ViT) / last hidden (BERT) */
+  OTF_TAP_POOLED,         /* pooler output, 1 row per sample */
+  OTF_TAP_COUNT
+} otf_tap;
+
+#define OTF_TAP_BIT(t) (1u << (t))
+
+/* Called synchronously; x is borrowed for the call. layer is -1 outside
+ * the layers. A non-OK return stops the forward pass with that status. */
+typedef otf_status (*otf_tap_fn)(void *ctx, otf_tap tap, int layer, const float *x,
+                                 size_t rows, size_t cols);
+
+typedef struct otf_forward otf_forward;
+
+/* Plans the workspace for batches of up to max_batch samples (BERT: up to
+ * max_seq tokens each) and allocates it once. w, cfg, arch are borrowed
+ * and must outlive the handle. */
+otf_status otf_forward_create(otf_forward **out, const otf_weights *w,
+                              const otf_model_config *cfg, const otf_arch *arch,
+                              size_t max_batch, size_t max_seq, otf_error *err) OTF_WUR;
+void otf_forward_destroy(otf_forward *f);
+
+/* Number of floats the logits of a batch take: ViT/BERT classification
+ * n * num_labels; MLM n * T * vocab; 0 for base models (no head). */
+size_t otf_forward_logits_len(const otf_forward *f, const otf_batch *b);
+
+/* Runs one batch. logits: out [otf_forward_logits_len] (may be NULL).
+ * taps: OR of OTF_TAP_BIT(...) to deliver through tap(ctx, ...).
+ * Input errors (token id out of range, n or seq over the plan, missing
+ * inputs) return OTF_E_INVAL with a message; never reads out of bounds. */
+otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits,
+                           uint32_t taps, otf_tap_fn tap, void *ctx, otf_error *err) OTF_WUR;
+
+#endif
