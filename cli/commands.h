@@ -4,6 +4,7 @@
 #define OTF_CLI_COMMANDS_H
 
 int otf_cli_ot(int argc, char **argv);
+int otf_cli_eval(int argc, char **argv);
 int otf_cli_inspect(int argc, char **argv);
 
 #endif

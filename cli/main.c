@@ -13,6 +13,7 @@ static void usage(FILE *f) {
           "commands:\n"
           "  ot       solve one optimal-transport problem from a safetensors file\n"
           "  inspect  describe a model folder or a safetensors file\n"
+          "  eval     accuracy and loss of a model on a labelled data file\n"
           "  version  print the version\n"
           "\n"
           "Run 'otfuse <command> --help' for a command's options.\n");
@@ -24,6 +25,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  if(!strcmp(cmd, "eval"))
+    return otf_cli_eval(argc - 1, argv + 1);
   if(!strcmp(cmd, "ot"))
     return otf_cli_ot(argc - 1, argv + 1);
   if(!strcmp(cmd, "inspect"))
