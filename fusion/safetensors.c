@@ -306,11 +306,17 @@ const char *otf_st_metadata(const otf_st_file *f, const char *key) {
   return v ? json_string_value(v) : NULL;
 }
 
+/* The reader and the converters below store and load multi-byte values
+ * with memcpy, so they assume the file's byte order is the host's. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors is little-endian");
+
 /* IEEE half -> float, exact (every half is a float). */
-static float half_to_float(uint16_t h) {
+float otf_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu;
   uint32_t bits;
   if(exp == 0x1f) {
+    /* Inf or NaN: the payload is shifted, not quieted, so that a NaN read
+     * from a file keeps its exact bits. */
     bits = sign | 0x7f800000u | (man << 13);
   } else if(exp != 0) {
     bits = sign | ((exp + 112) << 23) | (man << 13);
@@ -330,6 +336,78 @@ static float half_to_float(uint16_t h) {
   return f;
 }
 
+/* Integer-only rounding: the result does not depend on the FPU rounding
+ * mode, -ffp-contract or flush-to-zero settings of the caller. */
+uint16_t otf_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof(x));
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  uint32_t ax = x & 0x7fffffffu;
+  if(ax > 0x7f800000u) /* NaN: force the quiet bit so it cannot become inf */
+    return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+  if(ax >= 0x477ff000u) /* >= 65520 = 65504 + ulp/2, a tie that rounds to 2^16 */
+    return (uint16_t)(sign | 0x7c00u);
+  if(ax >= 0x38800000u) { /* >= 2^-14: a normal half */
+    uint32_t m = ax - ((uint32_t)112 << 23); /* rebias the exponent 127 -> 15 */
+    m += 0xfffu + ((m >> 13) & 1u);          /* ties to even; a carry bumps the exponent */
+    return (uint16_t)(sign | (m >> 13));
+  }
+  if(ax <= 0x33000000u) /* <= 2^-25: half the smallest subnormal ties to 0 */
+    return sign;
+  /* Subnormal half, in units of 2^-24: the float's significand (with its
+   * implicit bit) shifted right by 126 - exponent, 14..24 here. */
+  uint32_t e = ax >> 23, mant = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
+  uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if(rem > half || (rem == half && (q & 1u)))
+    q++; /* q may reach 0x400, which is exactly the smallest normal half */
+  return (uint16_t)(sign | q);
+}
+
+uint16_t otf_f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof(x));
+  if((x & 0x7fffffffu) > 0x7f800000u) /* NaN: truncation could give inf */
+    return (uint16_t)((x >> 16) | 0x0040u);
+  /* bf16 is the top half of a float, so rounding is on the integer: a
+   * carry out of the mantissa bumps the exponent, and out of the largest
+   * exponent gives exactly inf (0x7f80). Subnormals need no special case. */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+otf_status otf_st_convert_f32(void *out, otf_dtype dt, const float *in, size_t n,
+                              otf_error *err) {
+  uint8_t *o = out;
+  switch(dt) {
+  case OTF_DT_F32:
+    if(n)
+      memcpy(o, in, n * sizeof(float));
+    return OTF_OK;
+  case OTF_DT_F64:
+    for(size_t k = 0; k < n; k++) {
+      double d = in[k];
+      memcpy(o + 8 * k, &d, 8);
+    }
+    return OTF_OK;
+  case OTF_DT_F16:
+    for(size_t k = 0; k < n; k++) {
+      uint16_t h = otf_f32_to_f16(in[k]);
+      memcpy(o + 2 * k, &h, 2);
+    }
+    return OTF_OK;
+  case OTF_DT_BF16:
+    for(size_t k = 0; k < n; k++) {
+      uint16_t h = otf_f32_to_bf16(in[k]);
+      memcpy(o + 2 * k, &h, 2);
+    }
+    return OTF_OK;
+  default:
+    return OTF_FAIL(err, OTF_E_UNSUPPORTED, NULL,
+                    "cannot convert float to dtype %s; F32, F16, BF16 or F64 is needed",
+                    otf_dtype_name(dt));
+  }
+}
+
 /* Loads element k of a floating tensor as double (little-endian host). */
 static double load_elem(const otf_st_tensor *t, uint64_t k) {
   const uint8_t *p = (const uint8_t *)t->data + k * otf_dtype_size(t->dtype);
@@ -347,7 +425,7 @@ static double load_elem(const otf_st_tensor *t, uint64_t k) {
   case OTF_DT_F16: {
     uint16_t h;
     memcpy(&h, p, 2);
-    return half_to_float(h);
+    return otf_f16_to_f32(h);
   }
   case OTF_DT_BF16: {
     uint16_t h;

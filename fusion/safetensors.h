@@ -76,4 +76,23 @@ typedef struct otf_st_out {
 otf_status otf_st_write(const char *path, const otf_st_out *tensors, size_t count,
                         const char *const *meta, size_t nmeta, otf_error *err) OTF_WUR;
 
+/* Scalar conversions between float and the 16-bit formats checkpoints use.
+ * f16 -> f32 is exact (every half is a float; NaN payloads are kept bit for
+ * bit). f32 -> f16 / bf16 round to nearest, ties to even, like PyTorch's
+ * .half() / .bfloat16(): subnormal results are rounded correctly (not
+ * flushed), magnitudes past the largest finite value plus half an ulp
+ * become infinity, and a NaN stays a NaN with the quiet bit set (the top
+ * payload bits are kept), so no NaN can turn into an infinity. */
+float otf_f16_to_f32(uint16_t h);
+uint16_t otf_f32_to_f16(float f);
+uint16_t otf_f32_to_bf16(float f);
+
+/* Converts in [n] floats to dtype dt, written little-endian to out (n
+ * elements of otf_dtype_size(dt) bytes; out may be unaligned), so the
+ * result can be handed to otf_st_write as otf_st_out.data. dt: F32, F16,
+ * BF16 or F64; any other dtype gives OTF_E_UNSUPPORTED and writes nothing.
+ * out and in are borrowed and must not overlap. */
+otf_status otf_st_convert_f32(void *out, otf_dtype dt, const float *in, size_t n,
+                              otf_error *err) OTF_WUR;
+
 #endif
