@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "fusion/eval.h"
 #include "fusion/forward.h"
 #include "fusion/model.h"
 #include "fusion/safetensors.h"
@@ -651,7 +652,244 @@ END_TEST
 
 /* ---- fixtures (skipped while tests/data/models is absent) --------------- */
 
-static void add_fixture_tests(TCase *tc) { (void)tc; }
+#define MAX_FIXTURES 64
+static char fixture_names[MAX_FIXTURES][64];
+static int n_fixtures;
+
+static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Model folders under <data>/models that have a golden file. */
+static void find_fixtures(void) {
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/models", tu_data_dir());
+  DIR *d = opendir(path);
+  if(!d)
+    return;
+  struct dirent *de;
+  while((de = readdir(d)) && n_fixtures < MAX_FIXTURES) {
+    if(de->d_name[0] == '.' || strlen(de->d_name) >= 64)
+      continue;
+    snprintf(path, sizeof(path), "%s/golden/%s.safetensors", tu_data_dir(), de->d_name);
+    FILE *fp = fopen(path, "rb");
+    if(!fp)
+      continue;
+    fclose(fp);
+    strcpy(fixture_names[n_fixtures++], de->d_name);
+  }
+  closedir(d);
+  qsort(fixture_names, (size_t)n_fixtures, sizeof(fixture_names[0]), cmp_name);
+}
+
+/* The first n samples of an eval file as a batch (arrays malloc'd into
+ * bufs[0..3]). */
+static void load_inputs(otf_batch *b, void *bufs[4], const otf_st_file *df, int vit, size_t n) {
+  memset(b, 0, sizeof(*b));
+  memset(bufs, 0, 4 * sizeof(void *));
+  const otf_st_tensor *t = otf_st_find(df, vit ? "pixel_values" : "input_ids");
+  ck_assert_ptr_nonnull(t);
+  ck_assert_uint_ge(t->shape[0], n);
+  size_t per = (size_t)(t->numel / t->shape[0]);
+  b->n = n;
+  if(vit) {
+    otf_st_tensor sl = *t;
+    sl.shape[0] = n;
+    sl.numel = n * per;
+    float *px = malloc(n * per * sizeof(float));
+    ck_assert_int_eq(otf_st_read_f32(px, &sl, NULL), OTF_OK);
+    b->pixel_values = px;
+    bufs[0] = px;
+    return;
+  }
+  b->seq = (size_t)t->shape[1];
+  static const char *names[3] = {"input_ids", "attention_mask", "token_type_ids"};
+  for(int i = 0; i < 3; i++) {
+    const otf_st_tensor *ti = otf_st_find(df, names[i]);
+    if(!ti)
+      continue;
+    ck_assert_int_eq(ti->dtype, OTF_DT_I64);
+    bufs[i] = malloc(n * per * sizeof(int64_t));
+    memcpy(bufs[i], ti->data, n * per * sizeof(int64_t));
+  }
+  b->input_ids = bufs[0];
+  b->attention_mask = bufs[1];
+  b->token_type_ids = bufs[2];
+}
+
+typedef struct gold_cmp {
+  const otf_st_file *g;
+  double worst;
+  int compared, missing;
+  char worst_name[64];
+  int only_final; /* compare FINAL/POOLED with last_hidden_state/pooler_output */
+} gold_cmp;
+
+static const char *const tap_golden[OTF_TAP_COUNT] = {
+    "embeddings", "patch_embed", "q",       "k",         "v",     "attn_out",
+    "resid_attn", "ffn_pre",     "ffn_out", "resid_ffn", "final", "pooled"};
+
+static double max_abs_diff(const float *x, const otf_st_tensor *t) {
+  float *want = malloc((size_t)t->numel * sizeof(float));
+  ck_assert_int_eq(otf_st_read_f32(want, t, NULL), OTF_OK);
+  double worst = 0.0;
+  for(uint64_t i = 0; i < t->numel; i++) {
+    double d = fabs((double)x[i] - (double)want[i]);
+    if(!(d <= worst)) /* NaN counts as worst */
+      worst = isnan(d) ? INFINITY : d;
+  }
+  free(want);
+  return worst;
+}
+
+static otf_status gold_tap(void *ctx, otf_tap tap, int layer, const float *x, size_t rows,
+                           size_t cols) {
+  gold_cmp *c = ctx;
+  char name[64];
+  if(c->only_final)
+    snprintf(name, sizeof(name), "%s",
+             tap == OTF_TAP_FINAL ? "last_hidden_state" : "pooler_output");
+  else if(layer >= 0)
+    snprintf(name, sizeof(name), "layer.%d.%s", layer, tap_golden[tap]);
+  else
+    snprintf(name, sizeof(name), "%s", tap_golden[tap]);
+  const otf_st_tensor *t = otf_st_find(c->g, name);
+  if(!t) {
+    c->missing++;
+    return OTF_OK;
+  }
+  ck_assert_msg(t->numel == (uint64_t)rows * cols, "%s: golden has %llu values, ours %zu x %zu",
+                name, (unsigned long long)t->numel, rows, cols);
+  double d = max_abs_diff(x, t);
+  c->compared++;
+  if(!(d <= c->worst)) {
+    c->worst = d;
+    snprintf(c->worst_name, sizeof(c->worst_name), "%s", name);
+  }
+  return OTF_OK;
+}
+
+START_TEST(fixture_matches_golden) {
+  const char *name = fixture_names[_i];
+  char path[1024];
+  otf_error e;
+  otf_model *m = NULL;
+  snprintf(path, sizeof(path), "%s/models/%s", tu_data_dir(), name);
+  ck_assert_msg(otf_model_open(&m, path, 0, &e) == OTF_OK, "%s: %s", name, e.message);
+  otf_weights w;
+  ck_assert_msg(otf_weights_load(&w, m, &e) == OTF_OK, "%s: %s", name, e.message);
+  const otf_model_config *cfg = otf_model_cfg(m);
+  int vit = cfg->family == OTF_FAMILY_VIT;
+  otf_st_file *g = NULL, *df = NULL;
+  snprintf(path, sizeof(path), "%s/golden/%s.safetensors", tu_data_dir(), name);
+  ck_assert_msg(otf_st_open(&g, path, &e) == OTF_OK, "%s", e.message);
+  const char *evf = otf_st_metadata(g, "eval_file");
+  const char *ls = otf_st_metadata(g, "logit_samples"), *ts = otf_st_metadata(g, "trace_samples");
+  ck_assert_ptr_nonnull(evf);
+  size_t nlog = ls ? strtoul(ls, NULL, 10) : 64, ntr = ts ? strtoul(ts, NULL, 10) : 2;
+  char evpath[1024];
+  snprintf(evpath, sizeof(evpath), "%s/eval/%s", tu_data_dir(), evf);
+  ck_assert_msg(otf_st_open(&df, evpath, &e) == OTF_OK, "%s", e.message);
+
+  /* 1. Logits (base models: last hidden state and pooler output) of the
+   *    first nlog samples. */
+  otf_batch b;
+  void *bufs[4];
+  load_inputs(&b, bufs, df, vit, nlog);
+  otf_forward *f = NULL;
+  ck_assert_int_eq(otf_forward_create(&f, &w, cfg, otf_model_arch(m), nlog, b.seq ? b.seq : 1,
+                                      &e), OTF_OK);
+  size_t nl = otf_forward_logits_len(f, &b);
+  const otf_st_tensor *gl = otf_st_find(g, "logits");
+  double logit_diff = 0.0;
+  if(nl) {
+    ck_assert_ptr_nonnull(gl);
+    ck_assert_uint_eq(gl->numel, nl);
+    float *lg = malloc(nl * sizeof(float));
+    ck_assert_int_eq(otf_forward_run(f, &b, lg, 0, NULL, NULL, &e), OTF_OK);
+    logit_diff = max_abs_diff(lg, gl);
+    free(lg);
+  } else {
+    gold_cmp c = {.g = g, .only_final = 1};
+    ck_assert_int_eq(otf_forward_run(f, &b, NULL, OTF_TAP_BIT(OTF_TAP_FINAL) |
+                                     OTF_TAP_BIT(OTF_TAP_POOLED), gold_tap, &c, &e), OTF_OK);
+    ck_assert_int_eq(c.compared, 2);
+    logit_diff = c.worst;
+  }
+  for(int i = 0; i < 4; i++)
+    free(bufs[i]);
+
+  /* 2. Every intermediate of the first ntr samples. */
+  load_inputs(&b, bufs, df, vit, ntr);
+  gold_cmp c = {.g = g};
+  ck_assert_int_eq(otf_forward_run(f, &b, NULL, (1u << OTF_TAP_COUNT) - 1, gold_tap, &c, &e),
+                   OTF_OK);
+  for(int i = 0; i < 4; i++)
+    free(bufs[i]);
+  printf("%-16s logits max |diff| %.3g; %d intermediates, max |diff| %.3g (%s)\n", name,
+         logit_diff, c.compared, c.worst, c.worst_name);
+  ck_assert_msg(logit_diff <= 1e-4, "%s: logits differ by %g", name, logit_diff);
+  ck_assert_int_ge(c.compared, 2 + 8 * cfg->num_layers);
+  ck_assert_msg(c.worst <= 1e-4, "%s: %s differs by %g", name, c.worst_name, c.worst);
+  otf_forward_destroy(f);
+
+  /* 3. otf_eval over the whole eval set: the recorded accuracy and loss. */
+  const otf_st_tensor *ga = otf_st_find(g, "accuracy"), *gloss = otf_st_find(g, "loss");
+  if(ga && gloss) {
+    double acc, loss;
+    ck_assert_int_eq(otf_st_read_f64(&acc, ga, NULL), OTF_OK);
+    ck_assert_int_eq(otf_st_read_f64(&loss, gloss, NULL), OTF_OK);
+    otf_eval_result r;
+    ck_assert_msg(otf_eval_weights(&r, &w, cfg, otf_model_arch(m), evpath, 48, &e) == OTF_OK,
+                  "%s: %s", name, e.message);
+    printf("%-16s eval accuracy %.6f (torch %.6f), loss %.8f (torch %.8f), n %llu\n", name,
+           r.accuracy, acc, r.loss, loss, (unsigned long long)r.n);
+    ck_assert_msg(fabs(r.accuracy - acc) <= 1e-3, "%s: accuracy %g vs %g", name, r.accuracy, acc);
+    ck_assert_msg(fabs(r.loss - loss) <= 1e-4, "%s: loss %g vs %g", name, r.loss, loss);
+  }
+  otf_st_close(df);
+  otf_st_close(g);
+  otf_weights_free(&w);
+  otf_model_close(m);
+}
+END_TEST
+
+START_TEST(fixtures_absent) {
+  printf("forward: no fixtures under %s/models; golden comparisons skipped\n", tu_data_dir());
+}
+END_TEST
+
+/* Data of the wrong kind or shape is refused with a reason. */
+START_TEST(eval_rejects_bad_data) {
+  char mpath[1024], path[1100];
+  otf_error e;
+  otf_model *m = NULL;
+  snprintf(mpath, sizeof(mpath), "%s/models/%s", tu_data_dir(), fixture_names[_i]);
+  ck_assert_int_eq(otf_model_open(&m, mpath, 0, &e), OTF_OK);
+  int vit = otf_model_cfg(m)->family == OTF_FAMILY_VIT;
+  otf_eval_result r;
+  /* The other family's data. */
+  snprintf(path, sizeof(path), "%s/eval/%s", tu_data_dir(),
+           vit ? "text_cls_eval.safetensors" : "digits_eval.safetensors");
+  ck_assert_int_eq(otf_eval(&r, m, path, 16, &e), OTF_E_INVAL);
+  ck_assert_msg(strstr(e.message, vit ? "pixel_values" : "input_ids") != NULL, "%s",
+                e.message);
+  snprintf(path, sizeof(path), "%s/eval/nonexistent.safetensors", tu_data_dir());
+  ck_assert_int_ne(otf_eval(&r, m, path, 16, &e), OTF_OK);
+  /* A model's own weights are not a data set. */
+  snprintf(path, sizeof(path), "%s/model.safetensors", mpath);
+  ck_assert_int_eq(otf_eval(&r, m, path, 16, &e), OTF_E_INVAL);
+  otf_model_close(m);
+}
+END_TEST
+
+static void add_fixture_tests(TCase *tc) {
+  find_fixtures();
+  if(n_fixtures == 0) {
+    tcase_add_test(tc, fixtures_absent);
+    return;
+  }
+  tcase_add_loop_test(tc, fixture_matches_golden, 0, n_fixtures);
+  tcase_add_loop_test(tc, eval_rejects_bad_data, 0, n_fixtures);
+}
 
 int main(void) {
   Suite *s = suite_create("forward");
