@@ -23,17 +23,19 @@ CLI_SRC   := $(wildcard cli/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TSUP_SRC  := $(wildcard tests/support/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
+TOOL_SRC  := $(wildcard tools/*.c)
 
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TSUP_OBJ  := $(TSUP_SRC:%.c=$(BUILD)/%.o)
 TESTS     := $(TEST_SRC:%.c=$(BUILD)/%)
 BENCHES   := $(BENCH_SRC:%.c=$(BUILD)/%)
+TOOLS     := $(TOOL_SRC:%.c=$(BUILD)/%)
 LIB       := $(BUILD)/libotf.a
 OTFUSE    := $(BUILD)/otfuse
 
 .SECONDARY:
-.PHONY: FORCE all check test-run asan bench demo install-deps clean check-style
+.PHONY: FORCE tools all check test-run asan bench demo install-deps clean check-style
 .DEFAULT_GOAL := all
 
 all: $(OTFUSE)
@@ -63,6 +65,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+tools: $(TOOLS)
+
 install-deps:
 	@sh tools/install-deps.sh
 
@@ -79,7 +86,7 @@ asan:
 	  OPT="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
 	  LDFLAGS="-fsanitize=address,undefined" test-run
 
-bench: $(BENCHES) $(OTFUSE)
+bench: $(BENCHES) $(TOOLS) $(OTFUSE)
 	@for b in $(BENCHES); do $$b || exit 1; done
 
 # The main job available today: `otfuse ot` on committed sample problems.
@@ -96,7 +103,7 @@ check-style:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(TOOLS:=.d)
 
 # ---------------------------------------------------------------------------
 # make fuzz: the libFuzzer targets in tests/fuzz/, built with clang (ASan +
