@@ -24,7 +24,12 @@ typedef struct otf_batch {
 
 /* Points where activations can be observed. Each is delivered as a
  * row-major [rows, cols] matrix with rows = n * tokens (a sample's tokens
- * contiguous; ViT: cls first, then patches). */
+ * contiguous; ViT: cls first, then patches), cols = hidden_size
+ * (FFN_PRE: intermediate_size). Names in the golden fixtures
+ * (tests/data/models/README.md) in brackets. ViT is pre-LN, so its
+ * RESID_* are the raw residual sums; BERT is post-LN, so its RESID_* are
+ * after the LayerNorm that follows each sum. Padded tokens' rows are
+ * computed like HF does (they attend normally; only keys are masked). */
 typedef enum otf_tap {
   OTF_TAP_EMBEDDINGS = 0, /* output of the embedding block */
   OTF_TAP_PATCH_EMBED,    /* ViT: patch convolution output, P tokens per sample */
@@ -49,8 +54,14 @@ typedef otf_status (*otf_tap_fn)(void *ctx, otf_tap tap, int layer, const float 
 typedef struct otf_forward otf_forward;
 
 /* Plans the workspace for batches of up to max_batch samples (BERT: up to
- * max_seq tokens each) and allocates it once. w, cfg, arch are borrowed
- * and must outlive the handle. */
+ * max_seq tokens each, clamped to max_position_embeddings; ViT: ignored)
+ * and allocates it once; otf_forward_run allocates nothing. The head is
+ * taken from the slots present: CLS_W = classifier (ViT on the final cls
+ * row, BERT on the pooler output), MLM_DECODER_W = masked-LM head, neither
+ * = base model (POOLED tap when the pooler slots exist). w, cfg, arch are
+ * borrowed and must outlive the handle (arch may be NULL). Errors:
+ * OTF_E_UNSUPPORTED (family without a forward pass), OTF_E_INVAL (missing
+ * slots, bad sizes), OTF_E_TOO_LARGE, OTF_E_NOMEM. */
 otf_status otf_forward_create(otf_forward **out, const otf_weights *w,
                               const otf_model_config *cfg, const otf_arch *arch,
                               size_t max_batch, size_t max_seq, otf_error *err) OTF_WUR;
@@ -60,10 +71,18 @@ void otf_forward_destroy(otf_forward *f);
  * n * num_labels; MLM n * T * vocab; 0 for base models (no head). */
 size_t otf_forward_logits_len(const otf_forward *f, const otf_batch *b);
 
-/* Runs one batch. logits: out [otf_forward_logits_len] (may be NULL).
- * taps: OR of OTF_TAP_BIT(...) to deliver through tap(ctx, ...).
- * Input errors (token id out of range, n or seq over the plan, missing
- * inputs) return OTF_E_INVAL with a message; never reads out of bounds. */
+/* Runs one batch. logits: out [otf_forward_logits_len] (may be NULL; row
+ * major [n, labels] or [n, T, vocab]). taps: OR of OTF_TAP_BIT(...) to
+ * deliver through tap(ctx, ...), in data-flow order.
+ * Input errors (token id outside [0, vocab), type id outside
+ * [0, type_vocab), mask values other than 0/1, seq = 0 or over the plan or
+ * max_position_embeddings, n over the plan, missing inputs) return
+ * OTF_E_INVAL with a message naming the element; nothing is read out of
+ * bounds. ViT pixel_values must be [n, C, image_size, image_size].
+ * Attention masks: a masked key gets weight 0; a sample whose keys are all
+ * masked attends uniformly to all of them (what HF's finfo.min mask gives),
+ * never NaN. Results are deterministic for a fixed OpenBLAS thread count,
+ * and logits do not depend on which taps are requested. */
 otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits,
                            uint32_t taps, otf_tap_fn tap, void *ctx, otf_error *err) OTF_WUR;
 
