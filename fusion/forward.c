@@ -150,6 +150,8 @@ static void act_inplace(otf_act act, float *x, size_t len) {
   }
 }
 
+void otf__forward_act(otf_act act, float *x, size_t len) { act_inplace(act, x, len); }
+
 /* y [rows, D] = LayerNorm(x [rows, D]) * g [D] + b [D]; y may alias x.
  * Mean and biased variance in double (two passes) so that a large mean
  * cannot cancel the variance. */

@@ -86,4 +86,8 @@ size_t otf_forward_logits_len(const otf_forward *f, const otf_batch *b);
 otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits,
                            uint32_t taps, otf_tap_fn tap, void *ctx, otf_error *err) OTF_WUR;
 
+/* Internal, for tests: the vectorised activation the forward pass uses
+ * (x [len] in place; otf_act_apply's scalar libm form is the reference). */
+void otf__forward_act(otf_act act, float *x, size_t len);
+
 #endif

@@ -650,6 +650,30 @@ START_TEST(allocation_failures) {
 }
 END_TEST
 
+/* The vectorised activations against libm in double, over the range
+ * where activations live and beyond (saturation, exp clamping). */
+START_TEST(activations_match_libm) {
+  static const otf_act acts[] = {OTF_ACT_GELU, OTF_ACT_GELU_TANH, OTF_ACT_RELU, OTF_ACT_SILU,
+                                 OTF_ACT_QUICK_GELU};
+  enum { N = 200001 };
+  float *x = malloc(N * sizeof(float));
+  for(int a = 0; a < 5; a++) {
+    for(int i = 0; i < N; i++)
+      x[i] = -30.0f + 60.0f * (float)i / (float)(N - 1);
+    otf__forward_act(acts[a], x, N);
+    double worst = 0.0;
+    for(int i = 0; i < N; i++) {
+      double xi = (double)(-30.0f + 60.0f * (float)i / (float)(N - 1));
+      double want = ref_act(acts[a], xi);
+      double err = fabs(x[i] - want) / (1.0 + fabs(want));
+      worst = err > worst ? err : worst;
+    }
+    ck_assert_msg(worst < 1e-6, "activation %d: worst scaled error %.3g", (int)acts[a], worst);
+  }
+  free(x);
+}
+END_TEST
+
 /* ---- fixtures (skipped while tests/data/models is absent) --------------- */
 
 #define MAX_FIXTURES 64
@@ -908,6 +932,7 @@ int main(void) {
   tcase_add_loop_test(tc, vit_matches_reference, 0, 3);
   tcase_add_loop_test(tc, bert_matches_reference, 0, 3);
   tcase_add_loop_test(tc, every_activation, 0, 5);
+  tcase_add_test(tc, activations_match_libm);
   tcase_add_test(tc, fully_masked_sample_is_finite);
   tcase_add_test(tc, invalid_inputs);
   tcase_add_test(tc, tap_error_stops_the_pass);
