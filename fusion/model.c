@@ -63,9 +63,13 @@ typedef struct namelist {
 static void namelist_add(namelist *l, const char *fmt, const char *name, const char *extra) {
   char item[160];
   snprintf(item, sizeof(item), fmt, name, extra ? extra : "");
-  size_t used = strlen(l->buf);
-  if(l->shown < 3 && used + strlen(item) + 3 < sizeof(l->buf)) {
-    snprintf(l->buf + used, sizeof(l->buf) - used, "%s%s", l->shown ? ", " : "", item);
+  size_t used = strlen(l->buf), len = strlen(item);
+  if(l->shown < 3 && used + len + 3 < sizeof(l->buf)) {
+    if(l->shown) {
+      memcpy(l->buf + used, ", ", 2);
+      used += 2;
+    }
+    memcpy(l->buf + used, item, len + 1);
     l->shown++;
   } else {
     l->more++;
