@@ -732,7 +732,7 @@ images, 10 classes), `pixel_values` F32 [N,1,8,8] = pixel/16 in [0,1],
 **text_cls** (`text_cls_{train,eval}`, 1500 / 400 rows, seed 1234): `input_ids`,
 `attention_mask`, `token_type_ids` I64 [N,20], `labels` I64 [N].  Sequence
 `[CLS] A [SEP] B [SEP]` then [PAD]s, |A| in 3..9, |B| in 2..7 (real lengths
-7..19); token type 0 for [CLS] A [SEP], 1 for B [SEP], 0 on padding.  Each
+8..19); token type 0 for [CLS] A [SEP], 1 for B [SEP], 0 on padding.  Each
 word: 3% [UNK], 35% one of 19 noise words, else a word of one of 4 topics
 (10 words each) drawn from a per-sequence Dirichlet(0.7) topic mix.  Label =
 the topic with the largest weighted count, a word in A counting 1 and a word
