@@ -6,5 +6,6 @@
 int otf_cli_ot(int argc, char **argv);
 int otf_cli_eval(int argc, char **argv);
 int otf_cli_inspect(int argc, char **argv);
+int otf_cli_fuse(int argc, char **argv);
 
 #endif

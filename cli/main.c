@@ -12,6 +12,7 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n"
           "  ot       solve one optimal-transport problem from a safetensors file\n"
+          "  fuse     fuse two or more models with optimal transport\n"
           "  inspect  describe a model folder or a safetensors file\n"
           "  eval     accuracy and loss of a model on a labelled data file\n"
           "  version  print the version\n"
@@ -29,6 +30,8 @@ int main(int argc, char **argv) {
     return otf_cli_eval(argc - 1, argv + 1);
   if(!strcmp(cmd, "ot"))
     return otf_cli_ot(argc - 1, argv + 1);
+  if(!strcmp(cmd, "fuse"))
+    return otf_cli_fuse(argc - 1, argv + 1);
   if(!strcmp(cmd, "inspect"))
     return otf_cli_inspect(argc - 1, argv + 1);
   if(!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -1,0 +1,227 @@
+/* otfuse fuse: OT fusion of two or more model folders into one. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "common/alloc.h"
+#include "fusion/fuse.h"
+
+static void fuse_usage(FILE *f) {
+  fprintf(f,
+    "usage: otfuse fuse [options] -o OUT_DIR MODEL_DIR MODEL_DIR [MODEL_DIR...]\n"
+    "\n"
+    "Aligns every parent to the anchor with optimal transport and averages them\n"
+    "into one model with the anchor's configuration (Imfeld et al., ICLR 2024).\n"
+    "Writes OUT_DIR/config.json, model.safetensors, the anchor's other files and\n"
+    "fusion_report.json; prints one JSON summary line.\n"
+    "\n"
+    "  --method ot|average      OT fusion (default) or plain parameter averaging\n"
+    "  --align weights|activations\n"
+    "                           neuron features: weight rows (default; needs no data)\n"
+    "                           or activations on --calibration (reference: activations)\n"
+    "  --calibration FILE       safetensors with pixel_values or input_ids\n"
+    "                           (+attention_mask, token_type_ids)\n"
+    "  --samples N              calibration samples (default 200, the reference's)\n"
+    "  --seed S                 sample selection seed (default 0)\n"
+    "  --solver sinkhorn|exact|mixed\n"
+    "                           soft (default, as the reference's config), hard, or the\n"
+    "                           reference's sinkhorn_for_widening\n"
+    "  --reg R                  Sinkhorn regularisation of max-normalised costs\n"
+    "                           (default 0.08; the reference's config: 0.08 acts, 0.06 wts)\n"
+    "  --residual mean|skip|branch|weighted-scalar|weighted-matrix\n"
+    "                           how maps merge at residual additions (default mean,\n"
+    "                           the reference's); the weighted ones need --calibration\n"
+    "  --qk separate|shared|heads\n"
+    "                           Q/K maps: independent (default, reference), one shared\n"
+    "                           map, or heads kept whole (preserves attention logits\n"
+    "                           under hard alignment)\n"
+    "  --anchor K               index of the anchor parent (default 0)\n"
+    "  --weights W1,W2,...      fusion weights per parent (default uniform 1/N)\n"
+    "  --dtype f32|f16|bf16     output dtype (default: the parents')\n"
+    "  --metric euclidean|sqeuclidean|cosine   ground metric (default euclidean)\n"
+    "  --cost-norm max|mean|median|log|none    cost normalisation (default max)\n"
+    "  --no-unit-rows           weights mode: do not unit-normalise rows (reference: on)\n"
+    "  --maps clean|reference   map normalisation: function-preserving (default) or the\n"
+    "                           released code's n*plan on both sides (differs only when\n"
+    "                           widths differ)\n"
+    "  --components LIST        what to fuse: embed,attn,norm,mlp,bias,head (default all);\n"
+    "                           the rest is taken from the anchor\n"
+    "  -o, --output DIR         output folder (must not exist, or be empty)\n");
+}
+
+static int parse_weights(double *w, const char *s) {
+  size_t k = 0;
+  while(*s) {
+    char *end;
+    double v = strtod(s, &end);
+    if(end == s || !(v >= 0.0) || !isfinite(v) || k >= OTF_MAX_PARENTS)
+      return -1;
+    w[k++] = v;
+    s = *end == ',' ? end + 1 : end;
+    if(*end && *end != ',')
+      return -1;
+  }
+  return (int)k;
+}
+
+static int parse_components(unsigned *out, const char *s) {
+  static const struct { const char *n; unsigned bit; } names[] = {
+      {"embed", OTF_FUSE_EMBED}, {"attn", OTF_FUSE_ATTN}, {"norm", OTF_FUSE_NORM},
+      {"mlp", OTF_FUSE_MLP},     {"bias", OTF_FUSE_BIAS}, {"head", OTF_FUSE_HEAD}};
+  unsigned bits = 0;
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s", s);
+  for(char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    size_t k = 0;
+    while(k < sizeof(names) / sizeof(*names) && strcmp(tok, names[k].n))
+      k++;
+    if(k == sizeof(names) / sizeof(*names))
+      return -1;
+    bits |= names[k].bit;
+  }
+  *out = bits;
+  return 0;
+}
+
+static void tty_progress(void *ctx, const char *stage, double frac) {
+  (void)ctx;
+  fprintf(stderr, "\r%-12s %5.1f%%", stage, 100.0 * frac);
+  fflush(stderr);
+}
+
+int otf_cli_fuse(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"method", required_argument, 0, 'm'},      {"align", required_argument, 0, 'a'},
+      {"calibration", required_argument, 0, 'c'}, {"samples", required_argument, 0, 'n'},
+      {"seed", required_argument, 0, 'S'},        {"solver", required_argument, 0, 's'},
+      {"reg", required_argument, 0, 'r'},         {"residual", required_argument, 0, 'R'},
+      {"qk", required_argument, 0, 'q'},          {"anchor", required_argument, 0, 'A'},
+      {"weights", required_argument, 0, 'w'},     {"dtype", required_argument, 0, 'd'},
+      {"metric", required_argument, 0, 'M'},      {"cost-norm", required_argument, 0, 'N'},
+      {"no-unit-rows", no_argument, 0, 'U'},      {"maps", required_argument, 0, 'T'},
+      {"components", required_argument, 0, 'C'},  {"output", required_argument, 0, 'o'},
+      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+  otf_fuse_opts o;
+  otf_fuse_opts_default(&o);
+  const char *out = NULL;
+  otf_dtype dtype = OTF_DT_COUNT;
+  int nweights = 0, c;
+  optind = 1;
+  while((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+    char *end = NULL;
+    const char *bad = NULL;
+    switch(c) {
+    case 'm':
+      if(!strcmp(optarg, "ot")) o.method = OTF_METHOD_OT;
+      else if(!strcmp(optarg, "average")) o.method = OTF_METHOD_AVERAGE;
+      else bad = "--method must be ot or average";
+      break;
+    case 'a':
+      if(!strcmp(optarg, "weights")) o.align = OTF_ALIGN_WEIGHTS;
+      else if(!strcmp(optarg, "activations")) o.align = OTF_ALIGN_ACTIVATIONS;
+      else bad = "--align must be weights or activations";
+      break;
+    case 'c': o.calibration = optarg; break;
+    case 'n':
+      o.samples = strtoull(optarg, &end, 10);
+      if(!*optarg || *end || optarg[0] == '-') bad = "--samples must be a count";
+      break;
+    case 'S':
+      o.seed = strtoull(optarg, &end, 10);
+      if(!*optarg || *end || optarg[0] == '-') bad = "--seed must be a non-negative integer";
+      break;
+    case 's':
+      if(otf_fuse_solver_parse(&o.solver, optarg) != 0) bad = "--solver must be sinkhorn, exact or mixed";
+      break;
+    case 'r':
+      o.reg = strtod(optarg, &end);
+      if(!*optarg || *end || !(o.reg > 0.0) || !isfinite(o.reg)) bad = "--reg must be a number > 0";
+      break;
+    case 'R':
+      if(otf_resid_parse(&o.resid, optarg) != 0)
+        bad = "--residual must be mean, skip, branch, weighted-scalar or weighted-matrix";
+      break;
+    case 'q':
+      if(otf_qk_parse(&o.qk, optarg) != 0) bad = "--qk must be separate, shared or heads";
+      break;
+    case 'A': {
+      long v = strtol(optarg, &end, 10);
+      if(!*optarg || *end || v < 0 || v >= OTF_MAX_PARENTS) bad = "--anchor must be a parent index";
+      o.anchor = (int)v;
+      break;
+    }
+    case 'w':
+      nweights = parse_weights(o.weights, optarg);
+      if(nweights < 0) bad = "--weights must be non-negative numbers separated by commas";
+      break;
+    case 'd':
+      if(!strcmp(optarg, "f32")) dtype = OTF_DT_F32;
+      else if(!strcmp(optarg, "f16")) dtype = OTF_DT_F16;
+      else if(!strcmp(optarg, "bf16")) dtype = OTF_DT_BF16;
+      else bad = "--dtype must be f32, f16 or bf16";
+      break;
+    case 'M':
+      if(otf_metric_parse(&o.metric, optarg) != 0) bad = "--metric must be euclidean, sqeuclidean or cosine";
+      break;
+    case 'N':
+      if(otf_cost_norm_parse(&o.cost_norm, optarg) != 0) bad = "--cost-norm must be max, mean, median, log or none";
+      break;
+    case 'U': o.unit_rows = 0; break;
+    case 'T':
+      if(!strcmp(optarg, "clean")) o.tmnorm = OTF_TMNORM_CLEAN;
+      else if(!strcmp(optarg, "reference")) o.tmnorm = OTF_TMNORM_REFERENCE;
+      else bad = "--maps must be clean or reference";
+      break;
+    case 'C':
+      if(parse_components(&o.components, optarg) != 0)
+        bad = "--components takes a comma list of embed, attn, norm, mlp, bias, head";
+      break;
+    case 'o': out = optarg; break;
+    case 'h': fuse_usage(stdout); return 0;
+    default: fuse_usage(stderr); return 2;
+    }
+    if(bad) {
+      fprintf(stderr, "otfuse fuse: %s (got '%s')\n", bad, optarg);
+      return 2;
+    }
+  }
+  int n = argc - optind;
+  if(!out || n < 2) {
+    fprintf(stderr, "otfuse fuse: %s\n", !out ? "-o OUT_DIR is required" : "give at least two MODEL_DIRs");
+    fuse_usage(stderr);
+    return 2;
+  }
+  if(n > OTF_MAX_PARENTS) {
+    fprintf(stderr, "otfuse fuse: at most %d models\n", OTF_MAX_PARENTS);
+    return 2;
+  }
+  if(nweights && nweights != n) {
+    fprintf(stderr, "otfuse fuse: --weights has %d values for %d models\n", nweights, n);
+    return 2;
+  }
+  if(o.anchor >= n) {
+    fprintf(stderr, "otfuse fuse: --anchor %d but only %d models\n", o.anchor, n);
+    return 2;
+  }
+  otf_fuse_ctl ctl = {0};
+  if(isatty(2))
+    ctl.progress = tty_progress;
+  otf_error err;
+  otf_error_clear(&err);
+  char *summary = NULL;
+  otf_status rc = otf_fuse_dirs((const char *const *)(argv + optind), (size_t)n, &o, &ctl,
+                                out, dtype, &summary, &err);
+  if(ctl.progress)
+    fprintf(stderr, "\n");
+  if(rc != OTF_OK) {
+    fprintf(stderr, "otfuse fuse: %s: %s\n", otf_strerror(rc), err.message);
+    return 1;
+  }
+  printf("%s\n", summary ? summary : "{}");
+  otf_free(summary);
+  return 0;
+}
