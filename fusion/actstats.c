@@ -1,0 +1,799 @@
+/* Activation statistics: streams a calibration set through the anchor and
+ * a parent, batch by batch, and accumulates for every collected (tap,
+ * layer) the per-neuron sums and sums of squares of both models and the
+ * parent x anchor cross-product matrix, all in double.
+ *
+ * Order within a batch: the anchor runs first and its tap callback copies
+ * the kept rows of every collected (tap, layer) into a float buffer sized
+ * for the largest batch; then the parent runs, and its callback, holding
+ * the parent's rows and the anchor's stored rows of the same (tap, layer),
+ * converts both to double in chunks and adds them to the accumulators
+ * (one DGEMM per chunk for the cross-products). So only one batch of the
+ * anchor's activations is ever held, never the whole calibration set.
+ *
+ * Precision: the raw sums S_ij - N m_i m_j cancel badly when a neuron's
+ * mean is large next to its spread (LayerNorm outputs, biased FFN
+ * pre-activations), and the cost sqrt(2 (N-1) (1-r)) amplifies any error
+ * in r near 1. Every value is therefore shifted by its neuron's mean over
+ * the first batch before it is accumulated (correlations do not depend on
+ * the shift; the sums then stay of the order of the spread), and the sums
+ * are kept in double. Everything below the Pearson formula works on the
+ * shifted values. */
+#include "fusion/actstats.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "fusion/safetensors.h"
+
+#define DEFAULT_BATCH 32
+/* Samples per forward pass: as for evaluation, beyond this the workspace
+ * grows without making the BLAS calls any faster. */
+#define MAX_BATCH 4096
+/* Rows converted to double per DGEMM: bounds the double scratch to
+ * CHUNK_ROWS * (widest parent + widest anchor width) while keeping the
+ * inner dimension of the GEMM long enough to run at full speed. */
+#define CHUNK_ROWS 1024
+/* A neuron is dead when its std is below this fraction of the median std
+ * of its tap and layer in the same model (ALGORITHM.md section 12: the
+ * reference would divide rounding noise by 1e-9). */
+#define DEAD_REL 1e-6
+
+/* One collected (tap, layer). */
+typedef struct pair {
+  otf_tap tap;
+  int layer;            /* -1 outside the layers */
+  size_t np, na;        /* widths: parent, anchor */
+  size_t rps;           /* rows per sample the tap delivers */
+  /* Accumulators (carved from the stats' block), all over shifted values. */
+  double *shift_p, *shift_a; /* [np], [na]: first batch's means */
+  double *sum_p, *sum_a;     /* sum_t (x - shift) */
+  double *sq_p, *sq_a;       /* sum_t (x - shift)^2 */
+  double *inv_p, *inv_a;     /* 1 / std after collection, 0 for dead */
+  double *cross;             /* [np, na]: sum_t xp_i(t) xa_j(t) */
+  uint64_t n;                /* observations */
+  int shifted;               /* shift_* set (first batch with rows) */
+  /* Per-batch state, valid during collection only. */
+  float *abuf;               /* anchor's kept rows [kept, na] */
+  size_t akept;
+  size_t abatch;             /* batch number the anchor last delivered */
+} pair;
+
+struct otf_actstats {
+  size_t npairs;
+  pair *pairs;
+  int base[OTF_TAP_COUNT]; /* first pair of a tap; -1: not collected */
+  int layers;
+  size_t tps;              /* tokens per sample (ViT: patches + cls) */
+  uint64_t tokens;         /* kept tokens over all samples */
+  double *acc;             /* every accumulator, one block */
+};
+
+/* Taps delivered once per encoder layer (the others come once per pass). */
+static int per_layer(otf_tap t) { return t >= OTF_TAP_Q && t <= OTF_TAP_RESID_FFN; }
+
+static const char *tap_name(otf_tap t) {
+  static const char *const names[OTF_TAP_COUNT] = {
+      "EMBEDDINGS", "PATCH_EMBED", "Q",       "K",         "V",     "ATTN_OUT",
+      "RESID_ATTN", "FFN_PRE",     "FFN_OUT", "RESID_FFN", "FINAL", "POOLED"};
+  return (unsigned)t < OTF_TAP_COUNT ? names[t] : "?";
+}
+
+static pair *find_pair(const otf_actstats *s, otf_tap tap, int layer) {
+  if((unsigned)tap >= OTF_TAP_COUNT || s->base[tap] < 0)
+    return NULL;
+  if(per_layer(tap)) {
+    if(layer < 0 || layer >= s->layers)
+      return NULL;
+    return &s->pairs[s->base[tap] + layer];
+  }
+  return layer == -1 ? &s->pairs[s->base[tap]] : NULL;
+}
+
+/* ---- the calibration file ---------------------------------------------- */
+
+typedef struct calib {
+  const otf_st_tensor *px, *ids, *mask, *types;
+  size_t N;      /* samples */
+  size_t T;      /* BERT: tokens per sample; ViT: 0 */
+  size_t per_px; /* ViT: floats per image */
+} calib;
+
+/* Element k of an I64 tensor (the mapping may be unaligned). */
+static int64_t i64_at(const otf_st_tensor *t, uint64_t k) {
+  int64_t v;
+  memcpy(&v, (const char *)t->data + k * sizeof(int64_t), sizeof(v));
+  return v;
+}
+
+/* An optional I64 [N, T] companion of input_ids (mask, token types). */
+static otf_status get_companion(const otf_st_tensor **out, const otf_st_file *f,
+                                const char *name, const calib *d, otf_error *err) {
+  const otf_st_tensor *t = otf_st_find(f, name);
+  *out = t;
+  if(!t)
+    return OTF_OK;
+  if(t->dtype != OTF_DT_I64)
+    return OTF_FAIL(err, OTF_E_INVAL, name, "'%s' has dtype %s; I64 is needed", name,
+                    otf_dtype_name(t->dtype));
+  if(t->rank != 2 || t->shape[0] != d->N || t->shape[1] != d->T)
+    return OTF_FAIL(err, OTF_E_INVAL, name, "'%s' must have the shape of input_ids [%zu, %zu]",
+                    name, d->N, d->T);
+  return OTF_OK;
+}
+
+/* The inputs both models take: checked against both configs, which
+ * check_models has already found to agree on the image geometry. Ids are
+ * checked against the smaller of the two vocabularies (and type
+ * vocabularies), naming the model that cannot take them. */
+static otf_status check_calib(calib *d, const otf_st_file *f, const otf_model_config *cp,
+                              const otf_model_config *ca, otf_error *err) {
+  memset(d, 0, sizeof(*d));
+  otf_status rc;
+  if(cp->family == OTF_FAMILY_VIT) {
+    d->px = otf_st_find(f, "pixel_values");
+    if(!d->px)
+      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
+                      "calibration file has no tensor 'pixel_values'%s; ViT models need images",
+                      otf_st_find(f, "input_ids") ? " (it holds text: input_ids)" : "");
+    if(d->px->dtype != OTF_DT_F32 && d->px->dtype != OTF_DT_F16 &&
+       d->px->dtype != OTF_DT_BF16)
+      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
+                      "'pixel_values' has dtype %s; F32, F16 or BF16 is needed",
+                      otf_dtype_name(d->px->dtype));
+    uint64_t C = (uint64_t)cp->num_channels, S = (uint64_t)cp->image_size;
+    if(d->px->rank != 4 || d->px->shape[1] != C || d->px->shape[2] != S ||
+       d->px->shape[3] != S)
+      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
+                      "'pixel_values' must be [N, %llu, %llu, %llu] for these models",
+                      (unsigned long long)C, (unsigned long long)S, (unsigned long long)S);
+    d->N = (size_t)d->px->shape[0];
+    d->per_px = d->N ? (size_t)(d->px->numel / d->N) : 0;
+  } else {
+    d->ids = otf_st_find(f, "input_ids");
+    if(!d->ids)
+      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
+                      "calibration file has no tensor 'input_ids'%s; BERT models need token ids",
+                      otf_st_find(f, "pixel_values") ? " (it holds images: pixel_values)" : "");
+    if(d->ids->dtype != OTF_DT_I64 || d->ids->rank != 2)
+      return OTF_FAIL(err, OTF_E_INVAL, "input_ids", "'input_ids' must be I64 [N, T], got %s rank %d",
+                      otf_dtype_name(d->ids->dtype), d->ids->rank);
+    d->N = (size_t)d->ids->shape[0];
+    d->T = (size_t)d->ids->shape[1];
+    int maxpos = cp->max_position_embeddings < ca->max_position_embeddings
+                     ? cp->max_position_embeddings
+                     : ca->max_position_embeddings;
+    if(d->T == 0 || d->T > (size_t)maxpos)
+      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
+                      "sequences of %zu tokens; the %s takes 1 to %d", d->T,
+                      maxpos == cp->max_position_embeddings ? "parent" : "anchor", maxpos);
+    if((rc = get_companion(&d->mask, f, "attention_mask", d, err)) != OTF_OK ||
+       (rc = get_companion(&d->types, f, "token_type_ids", d, err)) != OTF_OK)
+      return rc;
+    const otf_model_config *vmin = cp->vocab_size <= ca->vocab_size ? cp : ca;
+    const otf_model_config *tmin = cp->type_vocab_size <= ca->type_vocab_size ? cp : ca;
+    for(uint64_t k = 0; k < (uint64_t)d->N * d->T; k++) {
+      unsigned long long s = k / d->T, t = k % d->T;
+      int64_t id = i64_at(d->ids, k);
+      if(id < 0 || id >= vmin->vocab_size)
+        return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
+                        "input_ids[%llu,%llu] = %lld is outside the %s's vocabulary [0, %d)", s,
+                        t, (long long)id, vmin == cp ? "parent" : "anchor", vmin->vocab_size);
+      int64_t tt = d->types ? i64_at(d->types, k) : 0;
+      if(tt < 0 || tt >= tmin->type_vocab_size)
+        return OTF_FAIL(err, OTF_E_INVAL, "token_type_ids",
+                        "token_type_ids[%llu,%llu] = %lld is outside the %s's [0, %d)", s, t,
+                        (long long)tt, tmin == cp ? "parent" : "anchor", tmin->type_vocab_size);
+      int64_t mk = d->mask ? i64_at(d->mask, k) : 1;
+      if(mk != 0 && mk != 1)
+        return OTF_FAIL(err, OTF_E_INVAL, "attention_mask",
+                        "attention_mask[%llu,%llu] = %lld; only 0 and 1 are allowed", s, t,
+                        (long long)mk);
+    }
+  }
+  if(d->N == 0)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "calibration file holds no samples");
+  return OTF_OK;
+}
+
+/* Both models must read the same inputs and pair their layers one to one. */
+static otf_status check_models(const otf_model_config *cp, const otf_model_config *ca,
+                               otf_error *err) {
+  if(cp->family != ca->family)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL,
+                    "parent (%s) and anchor (%s) are of different families", cp->model_type,
+                    ca->model_type);
+  if(cp->family != OTF_FAMILY_VIT && cp->family != OTF_FAMILY_BERT)
+    return OTF_FAIL(err, OTF_E_UNSUPPORTED, NULL,
+                    "no forward pass for model type '%s' (ViT and BERT only)", cp->model_type);
+  if(cp->num_layers != ca->num_layers)
+    return OTF_FAIL(err, OTF_E_INVAL, "num_hidden_layers",
+                    "parent has %d layers, anchor %d; statistics pair layers one to one",
+                    cp->num_layers, ca->num_layers);
+  if(cp->family == OTF_FAMILY_VIT) {
+    const struct { const char *name; int p, a; } geo[] = {
+        {"image_size", cp->image_size, ca->image_size},
+        {"patch_size", cp->patch_size, ca->patch_size},
+        {"num_channels", cp->num_channels, ca->num_channels}};
+    for(size_t g = 0; g < sizeof(geo) / sizeof(geo[0]); g++)
+      if(geo[g].p != geo[g].a)
+        return OTF_FAIL(err, OTF_E_INVAL, geo[g].name,
+                        "parent and anchor take different inputs: %s %d vs %d", geo[g].name,
+                        geo[g].p, geo[g].a);
+    if(cp->patch_size <= 0 || cp->image_size < cp->patch_size)
+      return OTF_FAIL(err, OTF_E_INVAL, "patch_size", "inconsistent ViT geometry");
+  }
+  return OTF_OK;
+}
+
+/* ---- sample selection ---------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static int cmp_size(const void *a, const void *b) {
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* sel [N]: the first k entries become the chosen sample indices. k == N
+ * with shuffle == 0 is every sample in file order. Otherwise a partial
+ * Fisher-Yates shuffle seeded by seed (the modulo bias is below N / 2^64)
+ * picks k, which are then sorted: statistics do not depend on the order,
+ * and file order reads the mapping sequentially. */
+static void select_samples(size_t *sel, size_t N, size_t k, int shuffle, uint64_t seed) {
+  for(size_t i = 0; i < N; i++)
+    sel[i] = i;
+  if(!shuffle)
+    return;
+  uint64_t st = seed;
+  for(size_t i = 0; i < k && i + 1 < N; i++) {
+    size_t j = i + (size_t)(splitmix64(&st) % (uint64_t)(N - i));
+    size_t t = sel[i];
+    sel[i] = sel[j];
+    sel[j] = t;
+  }
+  qsort(sel, k, sizeof(size_t), cmp_size);
+}
+
+/* ---- accumulation -------------------------------------------------------- */
+
+typedef struct run {
+  otf_actstats *s;
+  size_t n;            /* samples in the current batch */
+  size_t T;            /* BERT tokens per sample (0 for ViT) */
+  const size_t *keep;  /* kept rows of the token taps; NULL = all */
+  size_t nkeep;
+  size_t batch_no;     /* 1-based */
+  double *xp, *xa;     /* scratch [CHUNK_ROWS * max np], [CHUNK_ROWS * max na] */
+  size_t chunk;        /* rows per DGEMM */
+  otf_error *err;
+} run;
+
+/* The rows of pair p kept in this batch: the attention mask applies to the
+ * BERT token taps only (the pooled tap has one row per sample). */
+static size_t kept_rows(const run *r, const pair *p, const size_t **keep) {
+  if(r->keep && p->rps == r->T) {
+    *keep = r->keep;
+    return r->nkeep;
+  }
+  *keep = NULL;
+  return r->n * p->rps;
+}
+
+static otf_status check_shape(const run *r, const pair *p, const char *who, size_t rows,
+                              size_t cols, size_t want_cols) {
+  if(cols != want_cols || rows != r->n * p->rps)
+    return OTF_FAIL(r->err, OTF_E_INTERNAL, NULL,
+                    "%s tap %s layer %d delivered [%zu, %zu], expected [%zu, %zu]", who,
+                    tap_name(p->tap), p->layer, rows, cols, r->n * p->rps, want_cols);
+  return OTF_OK;
+}
+
+static otf_status anchor_tap(void *ctx, otf_tap tap, int layer, const float *x, size_t rows,
+                             size_t cols) {
+  run *r = ctx;
+  pair *p = find_pair(r->s, tap, layer);
+  if(!p)
+    return OTF_OK;
+  otf_status rc = check_shape(r, p, "anchor", rows, cols, p->na);
+  if(rc != OTF_OK)
+    return rc;
+  const size_t *keep;
+  size_t k = kept_rows(r, p, &keep);
+  if(!keep)
+    memcpy(p->abuf, x, k * cols * sizeof(float));
+  else
+    for(size_t t = 0; t < k; t++)
+      memcpy(p->abuf + t * cols, x + keep[t] * cols, cols * sizeof(float));
+  p->akept = k;
+  p->abatch = r->batch_no;
+  return OTF_OK;
+}
+
+/* Means over the first batch's kept rows: the shift of section "Precision"
+ * at the top of the file. */
+static void set_shift(pair *p, const float *x, const size_t *keep, size_t k) {
+  memset(p->shift_p, 0, p->np * sizeof(double));
+  memset(p->shift_a, 0, p->na * sizeof(double));
+  for(size_t t = 0; t < k; t++) {
+    const float *xp = x + (keep ? keep[t] : t) * p->np, *xa = p->abuf + t * p->na;
+    for(size_t i = 0; i < p->np; i++)
+      p->shift_p[i] += xp[i];
+    for(size_t j = 0; j < p->na; j++)
+      p->shift_a[j] += xa[j];
+  }
+  for(size_t i = 0; i < p->np; i++)
+    p->shift_p[i] /= (double)k;
+  for(size_t j = 0; j < p->na; j++)
+    p->shift_a[j] /= (double)k;
+  p->shifted = 1;
+}
+
+static otf_status parent_tap(void *ctx, otf_tap tap, int layer, const float *x, size_t rows,
+                             size_t cols) {
+  run *r = ctx;
+  pair *p = find_pair(r->s, tap, layer);
+  if(!p)
+    return OTF_OK;
+  otf_status rc = check_shape(r, p, "parent", rows, cols, p->np);
+  if(rc != OTF_OK)
+    return rc;
+  const size_t *keep;
+  size_t k = kept_rows(r, p, &keep);
+  if(p->abatch != r->batch_no || p->akept != k)
+    return OTF_FAIL(r->err, OTF_E_INTERNAL, NULL,
+                    "anchor delivered no matching rows for tap %s layer %d", tap_name(tap),
+                    layer);
+  if(k == 0)
+    return OTF_OK;
+  if(!p->shifted)
+    set_shift(p, x, keep, k);
+  const size_t np = p->np, na = p->na;
+  for(size_t c0 = 0; c0 < k; c0 += r->chunk) {
+    size_t m = k - c0 < r->chunk ? k - c0 : r->chunk;
+    for(size_t t = 0; t < m; t++) {
+      const float *src = x + (keep ? keep[c0 + t] : c0 + t) * np;
+      double *dst = r->xp + t * np;
+      for(size_t i = 0; i < np; i++) {
+        double v = (double)src[i] - p->shift_p[i];
+        dst[i] = v;
+        p->sum_p[i] += v;
+        p->sq_p[i] += v * v;
+      }
+      const float *asrc = p->abuf + (c0 + t) * na;
+      double *adst = r->xa + t * na;
+      for(size_t j = 0; j < na; j++) {
+        double v = (double)asrc[j] - p->shift_a[j];
+        adst[j] = v;
+        p->sum_a[j] += v;
+        p->sq_a[j] += v * v;
+      }
+    }
+    /* cross [np, na] += xp^T [np, m] xa [m, na] */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)np, (blasint)na, (blasint)m,
+                1.0, r->xp, (blasint)np, r->xa, (blasint)na, 1.0, p->cross, (blasint)na);
+  }
+  p->n += k;
+  return OTF_OK;
+}
+
+/* ---- finishing ------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* inv [n] = 1 / std of each neuron from its shifted sums, 0 for dead ones
+ * (std == 0 or below DEAD_REL times the median std). scratch: [n]. */
+static void inverse_stds(double *inv, const double *sum, const double *sq, size_t n,
+                         uint64_t N, double *scratch) {
+  double Nd = (double)N;
+  for(size_t i = 0; i < n; i++) {
+    double var = (sq[i] - sum[i] * (sum[i] / Nd)) / (Nd - 1.0);
+    inv[i] = var > 0.0 ? sqrt(var) : 0.0; /* std for now */
+    scratch[i] = inv[i];
+  }
+  qsort(scratch, n, sizeof(double), cmp_double);
+  double med = n % 2 ? scratch[n / 2] : 0.5 * (scratch[n / 2 - 1] + scratch[n / 2]);
+  for(size_t i = 0; i < n; i++)
+    inv[i] = (inv[i] == 0.0 || inv[i] < DEAD_REL * med) ? 0.0 : 1.0 / inv[i];
+}
+
+static int all_finite(const double *x, size_t n) {
+  for(size_t i = 0; i < n; i++)
+    if(!isfinite(x[i]))
+      return 0;
+  return 1;
+}
+
+static otf_status finish(otf_actstats *s, double *scratch, otf_error *err) {
+  for(size_t q = 0; q < s->npairs; q++) {
+    pair *p = &s->pairs[q];
+    if(!all_finite(p->sum_p, p->np) || !all_finite(p->sq_p, p->np) ||
+       !all_finite(p->sum_a, p->na) || !all_finite(p->sq_a, p->na) ||
+       !all_finite(p->cross, p->np * p->na))
+      return OTF_FAIL(err, OTF_E_NUMERIC, NULL,
+                      "non-finite activations at tap %s layer %d", tap_name(p->tap), p->layer);
+    if(p->n < 2)
+      continue; /* otf_actstats_cost refuses it */
+    inverse_stds(p->inv_p, p->sum_p, p->sq_p, p->np, p->n, scratch);
+    inverse_stds(p->inv_a, p->sum_a, p->sq_a, p->na, p->n, scratch);
+  }
+  return OTF_OK;
+}
+
+/* ---- planning --------------------------------------------------------- */
+
+/* *acc += a * b, false on overflow. */
+static int add_mul(size_t *acc, size_t a, size_t b) {
+  size_t m;
+  return !__builtin_mul_overflow(a, b, &m) && !__builtin_add_overflow(*acc, m, acc);
+}
+
+/* Rounds a count of 8-byte words up to 64 bytes so that carved arrays
+ * start cache-line aligned. */
+static size_t up8(size_t words) { return (words + 7) & ~(size_t)7; }
+
+/* Allocates the stats and their pairs for the requested taps. */
+static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
+                             const otf_model_config *ca, uint32_t taps, size_t T,
+                             otf_error *err) {
+  otf_status rc = OTF_OK;
+  otf_actstats *s = otf_calloc(1, sizeof(*s));
+  if(!s)
+    return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for activation statistics");
+  int vit = cp->family == OTF_FAMILY_VIT;
+  s->layers = cp->num_layers;
+  size_t P = 0;
+  if(vit) {
+    size_t grid = (size_t)cp->image_size / (size_t)cp->patch_size;
+    P = grid * grid;
+    T = P + 1;
+  }
+  s->tps = T;
+  for(int t = 0; t < OTF_TAP_COUNT; t++) {
+    s->base[t] = -1;
+    if(taps & OTF_TAP_BIT(t)) {
+      s->base[t] = (int)s->npairs;
+      s->npairs += per_layer((otf_tap)t) ? (size_t)s->layers : 1;
+    }
+  }
+  size_t words = 0;
+  if(s->npairs == 0) {
+    rc = OTF_FAIL(err, OTF_E_INVAL, "taps", "no taps to collect%s",
+                  taps ? " (the models have no layers)" : "");
+    goto fail;
+  }
+  s->pairs = otf_calloc(s->npairs, sizeof(pair));
+  if(!s->pairs) {
+    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for %zu tap statistics", s->npairs);
+    goto fail;
+  }
+  for(int t = 0; t < OTF_TAP_COUNT; t++) {
+    if(s->base[t] < 0)
+      continue;
+    int nl = per_layer((otf_tap)t) ? s->layers : 1;
+    for(int l = 0; l < nl; l++) {
+      pair *p = &s->pairs[s->base[t] + l];
+      p->tap = (otf_tap)t;
+      p->layer = per_layer((otf_tap)t) ? l : -1;
+      int ffn = t == OTF_TAP_FFN_PRE;
+      p->np = (size_t)(ffn ? cp->intermediate_size : cp->hidden_size);
+      p->na = (size_t)(ffn ? ca->intermediate_size : ca->hidden_size);
+      p->rps = t == OTF_TAP_POOLED ? 1 : t == OTF_TAP_PATCH_EMBED ? P : T;
+      size_t w = 0;
+      if(!add_mul(&w, p->np, p->na) || !add_mul(&w, 4, p->np + p->na) ||
+         !add_mul(&words, up8(w), 1)) {
+        rc = OTF_FAIL(err, OTF_E_TOO_LARGE, "taps", "statistics for widths %zu x %zu overflow",
+                      p->np, p->na);
+        goto fail;
+      }
+    }
+  }
+  if(words > SIZE_MAX / sizeof(double)) {
+    rc = OTF_FAIL(err, OTF_E_TOO_LARGE, "taps", "statistics too large");
+    goto fail;
+  }
+  s->acc = otf_malloc_aligned(words * sizeof(double));
+  if(!s->acc) {
+    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for %zu bytes of statistics",
+                  words * sizeof(double));
+    goto fail;
+  }
+  memset(s->acc, 0, words * sizeof(double));
+  double *cur = s->acc;
+  for(size_t q = 0; q < s->npairs; q++) {
+    pair *p = &s->pairs[q];
+    double *start = cur;
+    double **vp[] = {&p->shift_p, &p->sum_p, &p->sq_p, &p->inv_p};
+    double **va[] = {&p->shift_a, &p->sum_a, &p->sq_a, &p->inv_a};
+    for(int i = 0; i < 4; i++) {
+      *vp[i] = cur;
+      cur += p->np;
+      *va[i] = cur;
+      cur += p->na;
+    }
+    p->cross = cur;
+    cur = start + up8(p->np * p->na + 4 * (p->np + p->na));
+  }
+  *out = s;
+  return OTF_OK;
+fail:
+  otf_actstats_free(s);
+  return rc;
+}
+
+/* Collection-time buffers, carved from one block. */
+typedef struct work {
+  void *block;
+  float *px;            /* ViT [B, C, H, W] */
+  int64_t *ids, *mask, *types; /* BERT [B, T] */
+  size_t *keep;         /* [B * T] */
+  double *xp, *xa;      /* DGEMM scratch */
+  size_t chunk;
+} work;
+
+static otf_status plan_work(work *wk, otf_actstats *s, const calib *d, size_t B,
+                            otf_error *err) {
+  size_t maxp = 0, maxa = 0, maxrows = 0, floats = 0;
+  int ok = 1;
+  for(size_t q = 0; q < s->npairs; q++) {
+    const pair *p = &s->pairs[q];
+    /* B x tokens was bounded by INT_MAX in otf_forward_create. */
+    size_t rows = B * p->rps;
+    maxp = p->np > maxp ? p->np : maxp;
+    maxa = p->na > maxa ? p->na : maxa;
+    maxrows = rows > maxrows ? rows : maxrows;
+    size_t f = 0;
+    ok = ok && add_mul(&f, rows, p->na) && add_mul(&floats, (f + 15) & ~(size_t)15, 1);
+  }
+  wk->chunk = maxrows < CHUNK_ROWS ? maxrows : CHUNK_ROWS;
+  if(wk->chunk == 0)
+    wk->chunk = 1;
+  size_t pxn = d->px ? B * d->per_px : 0, tok = B * d->T;
+  size_t bytes = 0;
+  ok = ok && add_mul(&bytes, floats, sizeof(float)) &&
+       add_mul(&bytes, up8(wk->chunk * maxp) + up8(wk->chunk * maxa), sizeof(double)) &&
+       add_mul(&bytes, (pxn + 15) & ~(size_t)15, sizeof(float)) &&
+       add_mul(&bytes, up8(tok) * 3, sizeof(int64_t)) && add_mul(&bytes, up8(tok), sizeof(size_t));
+  if(!ok)
+    return OTF_FAIL(err, OTF_E_TOO_LARGE, "batch", "collection buffers for batch %zu overflow",
+                    B);
+  wk->block = otf_malloc_aligned(bytes);
+  if(!wk->block)
+    return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for %zu bytes of collection buffers",
+                    bytes);
+  char *cur = wk->block;
+  wk->xp = (double *)(void *)cur;
+  cur += up8(wk->chunk * maxp) * sizeof(double);
+  wk->xa = (double *)(void *)cur;
+  cur += up8(wk->chunk * maxa) * sizeof(double);
+  wk->ids = (int64_t *)(void *)cur;
+  cur += up8(tok) * sizeof(int64_t);
+  wk->mask = (int64_t *)(void *)cur;
+  cur += up8(tok) * sizeof(int64_t);
+  wk->types = (int64_t *)(void *)cur;
+  cur += up8(tok) * sizeof(int64_t);
+  wk->keep = (size_t *)(void *)cur;
+  cur += up8(tok) * sizeof(size_t);
+  wk->px = (float *)(void *)cur;
+  cur += ((pxn + 15) & ~(size_t)15) * sizeof(float);
+  for(size_t q = 0; q < s->npairs; q++) {
+    pair *p = &s->pairs[q];
+    p->abuf = (float *)(void *)cur;
+    cur += ((B * p->rps * p->na + 15) & ~(size_t)15) * sizeof(float);
+  }
+  return OTF_OK;
+}
+
+/* Copies the samples sel [n] into the batch buffers and lists the kept
+ * rows (attention_mask 1) of the token taps. */
+static otf_status fill_batch(otf_batch *b, run *r, const work *wk, const calib *d,
+                             const size_t *sel, size_t n, otf_error *err) {
+  memset(b, 0, sizeof(*b));
+  b->n = n;
+  r->n = n;
+  r->keep = NULL;
+  r->nkeep = 0;
+  if(d->px) {
+    size_t esz = otf_dtype_size(d->px->dtype);
+    for(size_t i = 0; i < n; i++) {
+      otf_st_tensor one = *d->px;
+      one.data = (const char *)d->px->data + sel[i] * d->per_px * esz;
+      one.shape[0] = 1;
+      one.numel = d->per_px;
+      one.nbytes = d->per_px * esz;
+      otf_status rc = otf_st_read_f32(wk->px + i * d->per_px, &one, err);
+      if(rc != OTF_OK)
+        return rc;
+    }
+    b->pixel_values = wk->px;
+    return OTF_OK;
+  }
+  const size_t T = d->T, rowb = T * sizeof(int64_t);
+  b->seq = T;
+  for(size_t i = 0; i < n; i++) {
+    size_t off = sel[i] * rowb;
+    memcpy(wk->ids + i * T, (const char *)d->ids->data + off, rowb);
+    if(d->mask)
+      memcpy(wk->mask + i * T, (const char *)d->mask->data + off, rowb);
+    if(d->types)
+      memcpy(wk->types + i * T, (const char *)d->types->data + off, rowb);
+  }
+  b->input_ids = wk->ids;
+  b->attention_mask = d->mask ? wk->mask : NULL;
+  b->token_type_ids = d->types ? wk->types : NULL;
+  if(d->mask) {
+    size_t k = 0;
+    for(size_t t = 0; t < n * T; t++)
+      if(wk->mask[t])
+        wk->keep[k++] = t;
+    r->keep = wk->keep;
+    r->nkeep = k;
+  }
+  return OTF_OK;
+}
+
+/* Which taps the two models can deliver. */
+static otf_status check_taps(uint32_t taps, const otf_model_config *cp, const otf_weights *wp,
+                             const otf_weights *wa, otf_error *err) {
+  if(taps == 0)
+    return OTF_FAIL(err, OTF_E_INVAL, "taps", "no taps to collect");
+  if(taps >> OTF_TAP_COUNT)
+    return OTF_FAIL(err, OTF_E_INVAL, "taps", "unknown tap bits 0x%x", (unsigned)taps);
+  if((taps & OTF_TAP_BIT(OTF_TAP_PATCH_EMBED)) && cp->family != OTF_FAMILY_VIT)
+    return OTF_FAIL(err, OTF_E_INVAL, "taps", "PATCH_EMBED is a ViT tap; these are %s models",
+                    cp->model_type);
+  if((taps & OTF_TAP_BIT(OTF_TAP_POOLED)) &&
+     (!wp->g[OTF_SLOT_POOL_W] || !wa->g[OTF_SLOT_POOL_W]))
+    return OTF_FAIL(err, OTF_E_INVAL, "taps", "POOLED needs a pooler, and the %s has none",
+                    !wp->g[OTF_SLOT_POOL_W] ? "parent" : "anchor");
+  return OTF_OK;
+}
+
+otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
+                                const otf_model *anchor, const char *calibration_path,
+                                const otf_calib_opts *opts,
+                                void (*progress)(void *ctx, double fraction), void *ctx,
+                                const volatile int *cancel, otf_error *err) {
+  otf_status rc;
+  otf_actstats *s = NULL;
+  otf_st_file *f = NULL;
+  otf_weights wp, wa;
+  otf_forward *fp = NULL, *fa = NULL;
+  size_t *sel = NULL;
+  work wk = {0};
+  memset(&wp, 0, sizeof(wp));
+  memset(&wa, 0, sizeof(wa));
+  if(!out)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "an output pointer is required");
+  *out = NULL;
+  if(!parent || !anchor || !calibration_path || !opts)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL,
+                    "parent, anchor, calibration path and options are required");
+  const otf_model_config *cp = otf_model_cfg(parent), *ca = otf_model_cfg(anchor);
+  rc = check_models(cp, ca, err);
+  if(rc != OTF_OK)
+    return rc;
+  size_t B = opts->batch ? opts->batch : DEFAULT_BATCH;
+  if(B > MAX_BATCH)
+    return OTF_FAIL(err, OTF_E_INVAL, "batch", "batch %zu exceeds %d", B, MAX_BATCH);
+  rc = otf_st_open(&f, calibration_path, err);
+  if(rc != OTF_OK)
+    return rc;
+  calib d;
+  rc = check_calib(&d, f, cp, ca, err);
+  if(rc != OTF_OK)
+    goto fail;
+  if(opts->samples > d.N) {
+    rc = OTF_FAIL(err, OTF_E_INVAL, "samples", "%zu samples requested; the file holds %zu",
+                  opts->samples, d.N);
+    goto fail;
+  }
+  size_t nsel = opts->samples ? opts->samples : d.N;
+  B = B < nsel ? B : nsel;
+  sel = otf_malloc_array(d.N, sizeof(size_t));
+  if(!sel) {
+    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to select %zu samples", d.N);
+    goto fail;
+  }
+  select_samples(sel, d.N, nsel, opts->samples != 0, opts->seed);
+  if((rc = otf_weights_load(&wp, parent, err)) != OTF_OK ||
+     (rc = otf_weights_load(&wa, anchor, err)) != OTF_OK ||
+     (rc = check_taps(opts->taps, cp, &wp, &wa, err)) != OTF_OK ||
+     (rc = otf_forward_create(&fp, &wp, cp, otf_model_arch(parent), B, d.T ? d.T : 1, err)) !=
+         OTF_OK ||
+     (rc = otf_forward_create(&fa, &wa, ca, otf_model_arch(anchor), B, d.T ? d.T : 1, err)) !=
+         OTF_OK ||
+     (rc = plan_pairs(&s, cp, ca, opts->taps, d.T, err)) != OTF_OK ||
+     (rc = plan_work(&wk, s, &d, B, err)) != OTF_OK)
+    goto fail;
+
+  run r = {.s = s, .T = d.T, .xp = wk.xp, .xa = wk.xa, .chunk = wk.chunk, .err = err};
+  size_t nbatches = (nsel + B - 1) / B;
+  for(size_t bi = 0; bi < nbatches; bi++) {
+    if(cancel && *cancel) {
+      rc = OTF_FAIL(err, OTF_E_CANCELLED, NULL, "activation statistics cancelled after %zu of %zu batches",
+                    bi, nbatches);
+      goto fail;
+    }
+    size_t s0 = bi * B, n = nsel - s0 < B ? nsel - s0 : B;
+    otf_batch b;
+    r.batch_no = bi + 1;
+    if((rc = fill_batch(&b, &r, &wk, &d, sel + s0, n, err)) != OTF_OK ||
+       (rc = otf_forward_run(fa, &b, NULL, opts->taps, anchor_tap, &r, err)) != OTF_OK ||
+       (rc = otf_forward_run(fp, &b, NULL, opts->taps, parent_tap, &r, err)) != OTF_OK)
+      goto fail;
+    s->tokens += r.keep ? (uint64_t)r.nkeep : (uint64_t)n * s->tps;
+    if(progress)
+      progress(ctx, (double)(bi + 1) / (double)nbatches);
+  }
+  rc = finish(s, wk.xp, err);
+  if(rc != OTF_OK)
+    goto fail;
+  *out = s;
+  s = NULL;
+fail:
+  otf_actstats_free(s);
+  otf_free(wk.block);
+  otf_forward_destroy(fp);
+  otf_forward_destroy(fa);
+  otf_weights_free(&wp);
+  otf_weights_free(&wa);
+  otf_free(sel);
+  otf_st_close(f);
+  return rc;
+}
+
+otf_status otf_actstats_cost(const otf_actstats *s, otf_tap tap, int layer, double *cost,
+                             size_t n_parent, size_t n_anchor, otf_error *err) {
+  if(!s || !cost)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "statistics and a cost buffer are required");
+  const pair *p = find_pair(s, tap, layer);
+  if(!p)
+    return OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "tap %s layer %d was not collected",
+                    tap_name(tap), layer);
+  if(n_parent != p->np || n_anchor != p->na)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL,
+                    "tap %s layer %d has %zu parent x %zu anchor neurons, not %zu x %zu",
+                    tap_name(tap), layer, p->np, p->na, n_parent, n_anchor);
+  if(p->n < 2)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL,
+                    "need at least 2 observations for tap %s layer %d, have %llu",
+                    tap_name(tap), layer, (unsigned long long)p->n);
+  const double N = (double)p->n, n1 = N - 1.0;
+  const size_t np = p->np, na = p->na;
+  for(size_t i = 0; i < np; i++) {
+    const double mi = p->sum_p[i] / N, ii = p->inv_p[i] / n1;
+    const double *cr = p->cross + i * na;
+    double *out = cost + i * na;
+    for(size_t j = 0; j < na; j++) {
+      /* r = (S_ij - N m_i m_j) / ((N-1) s_i s_j) on the shifted values */
+      double r = (cr[j] - mi * p->sum_a[j]) * ii * p->inv_a[j];
+      r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
+      double c2 = 2.0 * n1 * (1.0 - r);
+      out[j] = c2 > 0.0 ? sqrt(c2) : 0.0;
+    }
+  }
+  return OTF_OK;
+}
+
+uint64_t otf_actstats_observations(const otf_actstats *s) { return s ? s->tokens : 0; }
+
+void otf_actstats_free(otf_actstats *s) {
+  if(!s)
+    return;
+  otf_free(s->acc);
+  otf_free(s->pairs);
+  otf_free(s);
+}
