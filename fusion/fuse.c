@@ -385,6 +385,10 @@ static otf_status solve_map(fctx *c, int k, const char *name, otf_space sp, int 
              (c->o->solver == OTF_FSOLVER_MIXED && widening);
   oo.solver = soft ? OTF_SOLVER_SINKHORN : OTF_SOLVER_EXACT;
   oo.sinkhorn.reg = c->o->reg;
+  /* Near-degenerate costs (token-type tables have two rows: every column
+   * is a 2-vector) make Sinkhorn crawl; give it room before calling it a
+   * failure. Converging problems stop long before. */
+  oo.sinkhorn.max_iter = 20000;
   otf_ot_result r;
   rc = otf_ot_solve(t->p, &r, &p, &oo, err);
   if(rc != OTF_OK) {
@@ -541,7 +545,7 @@ static otf_status head_maps(fctx *c, int k, int layer, double *cqk, double *cv,
   }
   for(size_t h = 0; h < hp; h++)
     for(size_t g = 0; g < ha; g++) {
-      double w = heads->p[h * ha + g] * (double)dh; /* pi rows sum to 1/dh */
+      double w = heads->p[h * ha + g]; /* Pi rows sum to 1/hp, pi rows to 1/dh */
       for(int which = 0; which < 2; which++) {
         const double *pl = within + ((size_t)which * hp * ha + h * ha + g) * dh * dh;
         tmap *dst = which ? *tv : *tqk;
@@ -821,9 +825,9 @@ static otf_status fuse_entry(fctx *c, const otf_tensor_spec *s, int layer, otf_e
   if(otf_arch_name(name, sizeof(name), s, layer, 0) < 0)
     return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "tensor name too long");
   const otf_st_tensor *ta = otf_model_tensor(am, s, layer);
-  if(!ta)
-    return OTF_OK; /* optional and absent, or tied: nothing to write */
-  /* A tied tensor present in the file is written as its target's copy. */
+  if(!ta || ((s->flags & OTF_TF_TIED) && !otf_ckpt_find(otf_model_ckpt(am), name)))
+    return OTF_OK; /* optional and absent, or tied and not stored: the fused
+                      model ties it the same way */
   if(s->role == OTF_ROLE_BUFFER)
     return add_output(c->out, name, ta, NULL, err);
   view v = spec_view(s);
