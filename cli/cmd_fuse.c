@@ -30,8 +30,10 @@ static void fuse_usage(FILE *f) {
     "  --solver sinkhorn|exact|mixed\n"
     "                           soft (default, as the reference's config), hard, or the\n"
     "                           reference's sinkhorn_for_widening\n"
-    "  --reg R                  Sinkhorn regularisation of max-normalised costs\n"
-    "                           (default 0.08; the reference's config: 0.08 acts, 0.06 wts)\n"
+    "  --reg R|auto             Sinkhorn regularisation of max-normalised costs\n"
+    "                           (default 0.08; the reference's config: 0.08 acts, 0.06 wts);\n"
+    "                           auto tries 0.02, 0.05, 0.08, 0.15 and keeps the lowest\n"
+    "                           loss on the labelled --calibration file\n"
     "  --residual mean|skip|branch|weighted-scalar|weighted-matrix\n"
     "                           how maps merge at residual additions (default mean,\n"
     "                           the reference's); the weighted ones need --calibration\n"
@@ -39,7 +41,8 @@ static void fuse_usage(FILE *f) {
     "                           Q/K maps: independent (default, reference), one shared\n"
     "                           map, or heads kept whole (preserves attention logits\n"
     "                           under hard alignment)\n"
-    "  --anchor K               index of the anchor parent (default 0)\n"
+    "  --anchor K|auto          index of the anchor parent (default 0); auto tries each\n"
+    "                           and keeps the lowest loss on the labelled --calibration\n"
     "  --weights W1,W2,...      fusion weights per parent (default uniform 1/N)\n"
     "  --dtype f32|f16|bf16     output dtype (default: the parents')\n"
     "  --metric euclidean|sqeuclidean|cosine   ground metric (default euclidean)\n"
@@ -138,8 +141,13 @@ int otf_cli_fuse(int argc, char **argv) {
       if(otf_fuse_solver_parse(&o.solver, optarg) != 0) bad = "--solver must be sinkhorn, exact or mixed";
       break;
     case 'r':
+      if(!strcmp(optarg, "auto")) {
+        o.reg = 0.0;
+        break;
+      }
       o.reg = strtod(optarg, &end);
-      if(!*optarg || *end || !(o.reg > 0.0) || !isfinite(o.reg)) bad = "--reg must be a number > 0";
+      if(!*optarg || *end || !(o.reg > 0.0) || !isfinite(o.reg))
+        bad = "--reg must be a number > 0 or auto";
       break;
     case 'R':
       if(otf_resid_parse(&o.resid, optarg) != 0)
@@ -149,6 +157,10 @@ int otf_cli_fuse(int argc, char **argv) {
       if(otf_qk_parse(&o.qk, optarg) != 0) bad = "--qk must be separate, shared or heads";
       break;
     case 'A': {
+      if(!strcmp(optarg, "auto")) {
+        o.anchor = -1;
+        break;
+      }
       long v = strtol(optarg, &end, 10);
       if(!*optarg || *end || v < 0 || v >= OTF_MAX_PARENTS) bad = "--anchor must be a parent index";
       o.anchor = (int)v;

@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "fusion/actstats.h"
+#include "fusion/eval.h"
 #include "fusion/forward.h"
 
 /* ---- names ----------------------------------------------------------- */
@@ -1474,6 +1475,107 @@ fail:
   return rc;
 }
 
+/* One fusion of already opened parents, saved to out_dir. */
+static otf_status fuse_and_save(otf_model *const *m, size_t n, const otf_fuse_opts *opts,
+                                const otf_fuse_ctl *ctl, const char *out_dir, otf_dtype dtype,
+                                json_t **maps_out, otf_error *err) {
+  otf_fused *f = NULL;
+  otf_status rc = otf_fuse(&f, (const otf_model *const *)m, n, opts, ctl, err);
+  if(rc == OTF_OK) {
+    if(ctl && ctl->progress)
+      ctl->progress(ctl->ctx, "writing", 1.0);
+    rc = otf_fused_save(f, out_dir, dtype, err);
+  }
+  if(rc == OTF_OK && maps_out)
+    *maps_out = json_incref(json_object_get(f->report, "maps"));
+  otf_fused_free(f);
+  return rc;
+}
+
+/* Adds the model-selection scores to a saved fusion report. */
+static otf_status annotate_report(const char *dir, json_t *selection, otf_error *err) {
+  char p[4096];
+  snprintf(p, sizeof(p), "%s/fusion_report.json", dir);
+  json_error_t je;
+  json_t *r = json_load_file(p, 0, &je);
+  if(!r)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", p, je.text);
+  json_object_set(r, "selection", selection);
+  char *text = json_dumps(r, JSON_INDENT(2));
+  json_decref(r);
+  otf_status rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  free(text);
+  return rc;
+}
+
+/* --anchor auto / --reg auto: every candidate fusion is written next to
+ * the output, scored by its loss on the (labelled) calibration data, and
+ * the best one is renamed into place; every score goes in the report. */
+static otf_status select_and_save(otf_model *const *m, size_t n, const otf_fuse_opts *opts,
+                                  const otf_fuse_ctl *ctl, const char *out_dir,
+                                  otf_dtype dtype, json_t **selection, otf_error *err) {
+  static const double regs[] = {0.02, 0.05, 0.08, 0.15};
+  int auto_anchor = opts->anchor < 0, auto_reg = !(opts->reg > 0.0);
+  size_t na = auto_anchor ? n : 1, nr = auto_reg ? sizeof(regs) / sizeof(*regs) : 1;
+  if(!opts->calibration)
+    return OTF_FAIL(err, OTF_E_INVAL, "/calibration",
+                    "--anchor auto and --reg auto score candidates on a labelled "
+                    "--calibration file");
+  if(strlen(out_dir) > 1800)
+    return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
+  *selection = json_array();
+  if(!*selection)
+    return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  otf_status rc = OTF_OK;
+  double best = INFINITY;
+  char best_dir[2048] = "", cand[2048];
+  for(size_t ai = 0; ai < na && rc == OTF_OK; ai++)
+    for(size_t ri = 0; ri < nr && rc == OTF_OK; ri++) {
+      otf_fuse_opts o = *opts;
+      if(auto_anchor)
+        o.anchor = (int)ai;
+      if(auto_reg)
+        o.reg = regs[ri];
+      snprintf(cand, sizeof(cand), "%s.candidate.%ld.%zu", out_dir, (long)getpid(),
+               ai * nr + ri);
+      remove_tree_flat(cand);
+      rc = fuse_and_save(m, n, &o, ctl, cand, dtype, NULL, err);
+      if(rc != OTF_OK)
+        break;
+      otf_model *fm = NULL;
+      otf_eval_result er;
+      rc = otf_model_open(&fm, cand, 0, err);
+      if(rc == OTF_OK)
+        rc = otf_eval(&er, fm, opts->calibration, 64, err);
+      otf_model_close(fm);
+      if(rc != OTF_OK) {
+        remove_tree_flat(cand);
+        break;
+      }
+      json_array_append_new(*selection,
+                            json_pack("{s:i, s:f, s:f, s:f}", "anchor", o.anchor, "reg", o.reg,
+                                      "loss", er.loss, "accuracy", er.accuracy));
+      if(er.loss < best) {
+        if(best_dir[0])
+          remove_tree_flat(best_dir);
+        best = er.loss;
+        memcpy(best_dir, cand, sizeof(cand));
+      } else {
+        remove_tree_flat(cand);
+      }
+    }
+  if(rc == OTF_OK)
+    rc = annotate_report(best_dir, *selection, err);
+  if(rc == OTF_OK) {
+    rmdir(out_dir);
+    if(rename(best_dir, out_dir) != 0)
+      rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", out_dir, strerror(errno));
+  }
+  if(rc != OTF_OK && best_dir[0])
+    remove_tree_flat(best_dir);
+  return rc;
+}
+
 otf_status otf_fuse_dirs(const char *const *dirs, size_t n, const otf_fuse_opts *opts,
                          const otf_fuse_ctl *ctl, const char *out_dir, otf_dtype dtype,
                          char **summary, otf_error *err) {
@@ -1483,28 +1585,47 @@ otf_status otf_fuse_dirs(const char *const *dirs, size_t n, const otf_fuse_opts 
     return OTF_FAIL(err, OTF_E_INVAL, "/models", "fusion needs 2 to %d models, got %zu",
                     OTF_MAX_PARENTS, n);
   otf_model *m[OTF_MAX_PARENTS] = {0};
-  otf_fused *f = NULL;
   otf_status rc = OTF_OK;
+  json_t *maps = NULL, *selection = NULL;
   double t0 = now_s();
+  int anchor = opts->anchor;
   if(ctl && ctl->progress)
     ctl->progress(ctl->ctx, "loading", 0.0);
   for(size_t k = 0; k < n && rc == OTF_OK; k++)
     rc = otf_model_open(&m[k], dirs[k], 0, err);
-  if(rc == OTF_OK)
-    rc = otf_fuse(&f, (const otf_model *const *)m, n, opts, ctl, err);
-  if(rc == OTF_OK) {
-    if(ctl && ctl->progress)
-      ctl->progress(ctl->ctx, "writing", 1.0);
-    rc = otf_fused_save(f, out_dir, dtype, err);
+  if(rc == OTF_OK && (opts->anchor < 0 || !(opts->reg > 0.0)) && opts->method == OTF_METHOD_OT) {
+    struct stat st;
+    if(stat(out_dir, &st) == 0 && !(S_ISDIR(st.st_mode) && rmdir(out_dir) == 0))
+      rc = OTF_FAIL(err, OTF_E_INVAL, "/output/uri",
+                    "%s already exists and is not an empty folder", out_dir);
+    if(rc == OTF_OK)
+      rc = select_and_save(m, n, opts, ctl, out_dir, dtype, &selection, err);
+    if(rc == OTF_OK) {
+      /* The winner's settings, for the summary. */
+      size_t best = 0;
+      double bl = INFINITY;
+      for(size_t k = 0; k < json_array_size(selection); k++) {
+        json_t *e = json_array_get(selection, k);
+        double l = json_real_value(json_object_get(e, "loss"));
+        if(l < bl) {
+          bl = l;
+          best = k;
+        }
+      }
+      anchor = (int)json_integer_value(json_object_get(json_array_get(selection, best), "anchor"));
+    }
+  } else if(rc == OTF_OK) {
+    rc = fuse_and_save(m, n, opts, ctl, out_dir, dtype, &maps, err);
   }
   if(rc == OTF_OK && summary) {
-    json_t *maps = json_object_get(f->report, "maps");
     json_t *s = json_pack("{s:s, s:s, s:I, s:i, s:I, s:I, s:f}", "output", out_dir, "method",
                           opts->method == OTF_METHOD_OT ? "ot" : "average", "parents",
-                          (json_int_t)n, "anchor", opts->anchor, "maps",
-                          (json_int_t)json_array_size(maps), "parameters",
-                          (json_int_t)otf_model_param_count(m[opts->anchor]), "seconds",
-                          now_s() - t0);
+                          (json_int_t)n, "anchor", anchor, "maps",
+                          (json_int_t)(maps ? json_array_size(maps) : 0), "parameters",
+                          (json_int_t)otf_model_param_count(m[anchor < 0 ? 0 : anchor]),
+                          "seconds", now_s() - t0);
+    if(s && selection)
+      json_object_set(s, "selection", selection);
     char *text = s ? json_dumps(s, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(s);
     if(text) {
@@ -1515,7 +1636,8 @@ otf_status otf_fuse_dirs(const char *const *dirs, size_t n, const otf_fuse_opts 
       free(text);
     }
   }
-  otf_fused_free(f);
+  json_decref(maps);
+  json_decref(selection);
   for(size_t k = 0; k < n; k++)
     otf_model_close(m[k]);
   return rc;
