@@ -89,12 +89,20 @@ asan:
 bench: $(BENCHES) $(TOOLS) $(OTFUSE)
 	@for b in $(BENCHES); do $$b || exit 1; done
 
-# The main job available today: `otfuse ot` on committed sample problems.
+# The main job available today, on the committed fixtures (local files
+# only): fuse two ViTs and two BERTs with OT, evaluate parents and results.
+DEMO_OUT ?= build/demo
 demo: install-deps
 	@$(MAKE) --no-print-directory all
-	$(OTFUSE) ot --cost tests/data/ot/exact_euclid_gauss64_200x200.safetensors --solver exact
-	$(OTFUSE) ot --cost tests/data/ot/exact_euclid_gauss64_200x200.safetensors --solver sinkhorn --reg 0.08
-	$(OTFUSE) ot --cost tests/data/ot/exact_nonuniform_80x80.safetensors --a a --b b
+	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
+	$(OTFUSE) fuse --solver exact -o $(DEMO_OUT)/vit_fused tests/data/models/vit_s0 tests/data/models/vit_s1
+	$(OTFUSE) fuse --align activations --calibration tests/data/eval/text_cls_train.safetensors \
+	  -o $(DEMO_OUT)/bert_fused tests/data/models/bert_cls_s0 tests/data/models/bert_cls_s1
+	@for m in tests/data/models/vit_s0 tests/data/models/vit_s1 $(DEMO_OUT)/vit_fused; do \
+	  printf '%-28s ' $$(basename $$m); $(OTFUSE) eval $$m --data tests/data/eval/digits_eval.safetensors; done
+	@for m in tests/data/models/bert_cls_s0 tests/data/models/bert_cls_s1 $(DEMO_OUT)/bert_fused; do \
+	  printf '%-28s ' $$(basename $$m); $(OTFUSE) eval $$m --data tests/data/eval/text_cls_eval.safetensors; done
+	@echo "fused models and fusion_report.json are in $(DEMO_OUT)/"
 
 check-style:
 	@! grep -nE '\b(exit|abort|sprintf|strcpy|strcat|gets)\(' common/*.c fusion/*.c storage/*.c api/*.c 2>/dev/null || \
