@@ -103,6 +103,31 @@ otf_status otf_cost_matrix_naive(double *cost, const float *x, const float *y,
   return OTF_OK;
 }
 
+/* dst [rows, d] = src rows divided by their norms (zero rows stay zero),
+ * norm [rows] = the norms, in double. */
+static void unit_rows(float *dst, double *norm, const float *src, size_t rows, size_t d) {
+  for(size_t i = 0; i < rows; i++) {
+    norm[i] = row_norm(src + i * d, d);
+    for(size_t k = 0; k < d; k++)
+      dst[i * d + k] = norm[i] > 0.0 ? (float)(src[i * d + k] / norm[i]) : 0.0f;
+  }
+}
+
+/* dst [rows, d] = src - mean (float), sq [rows] = squared norms of the
+ * centred rows, accumulated in double. */
+static void center_rows(float *dst, double *sq, const float *src, size_t rows, size_t d,
+                        const double *mean) {
+  for(size_t i = 0; i < rows; i++) {
+    double s = 0.0;
+    for(size_t k = 0; k < d; k++) {
+      float v = (float)(src[i * d + k] - mean[k]);
+      dst[i * d + k] = v;
+      s += (double)v * v;
+    }
+    sq[i] = s;
+  }
+}
+
 /* One output row of a (squared) Euclidean cost from the Gram row g:
  * out_j = nx + ny_j - 2 g_j (clamped at 0, square-rooted unless squared).
  * Branch-free so it vectorises; returns whether any entry is small enough
@@ -157,16 +182,8 @@ otf_status otf_cost_matrix(double *cost, const float *x, const float *y, size_t 
   if(cosine) {
     /* Unit rows: the GEMM gives cosines directly. Norms of the originals
      * are kept for the exact refinement. */
-    for(size_t i = 0; i < n; i++) {
-      nx[i] = row_norm(x + i * d, d);
-      for(size_t k = 0; k < d; k++)
-        xs[i * d + k] = nx[i] > 0.0 ? (float)(x[i * d + k] / nx[i]) : 0.0f;
-    }
-    for(size_t j = 0; j < m; j++) {
-      ny[j] = row_norm(y + j * d, d);
-      for(size_t k = 0; k < d; k++)
-        ys[j * d + k] = ny[j] > 0.0 ? (float)(y[j * d + k] / ny[j]) : 0.0f;
-    }
+    unit_rows(xs, nx, x, n, d);
+    unit_rows(ys, ny, y, m, d);
   } else {
     memset(mean, 0, d * sizeof(*mean));
     for(size_t i = 0; i < n; i++)
@@ -177,24 +194,8 @@ otf_status otf_cost_matrix(double *cost, const float *x, const float *y, size_t 
         mean[k] += y[j * d + k];
     for(size_t k = 0; k < d; k++)
       mean[k] /= (double)(n + m);
-    for(size_t i = 0; i < n; i++) {
-      double s = 0.0;
-      for(size_t k = 0; k < d; k++) {
-        float v = (float)(x[i * d + k] - mean[k]);
-        xs[i * d + k] = v;
-        s += (double)v * v;
-      }
-      nx[i] = s;
-    }
-    for(size_t j = 0; j < m; j++) {
-      double s = 0.0;
-      for(size_t k = 0; k < d; k++) {
-        float v = (float)(y[j * d + k] - mean[k]);
-        ys[j * d + k] = v;
-        s += (double)v * v;
-      }
-      ny[j] = s;
-    }
+    center_rows(xs, nx, x, n, d, mean);
+    center_rows(ys, ny, y, m, d, mean);
   }
 
   for(size_t i0 = 0; i0 < n; i0 += blk) {
