@@ -680,28 +680,8 @@ END_TEST
 static char fixture_names[MAX_FIXTURES][64];
 static int n_fixtures;
 
-static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
-
-/* Model folders under <data>/models that have a golden file. */
 static void find_fixtures(void) {
-  char path[1024];
-  snprintf(path, sizeof(path), "%s/models", tu_data_dir());
-  DIR *d = opendir(path);
-  if(!d)
-    return;
-  struct dirent *de;
-  while((de = readdir(d)) && n_fixtures < MAX_FIXTURES) {
-    if(de->d_name[0] == '.' || strlen(de->d_name) >= 64)
-      continue;
-    snprintf(path, sizeof(path), "%s/golden/%s.safetensors", tu_data_dir(), de->d_name);
-    FILE *fp = fopen(path, "rb");
-    if(!fp)
-      continue;
-    fclose(fp);
-    strcpy(fixture_names[n_fixtures++], de->d_name);
-  }
-  closedir(d);
-  qsort(fixture_names, (size_t)n_fixtures, sizeof(fixture_names[0]), cmp_name);
+  n_fixtures = tu_fixture_models(fixture_names, MAX_FIXTURES, 1);
 }
 
 /* The first n samples of an eval file as a batch (arrays malloc'd into

@@ -29,27 +29,8 @@
 static char fixture_names[MAX_FIXTURES][64];
 static int n_fixtures;
 
-static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
-
-/* Model folders (with a config.json) under <data>/models. */
 static void find_fixtures(void) {
-  char path[1024];
-  snprintf(path, sizeof(path), "%s/models", tu_data_dir());
-  DIR *d = opendir(path);
-  if(!d)
-    return;
-  struct dirent *de;
-  while((de = readdir(d)) && n_fixtures < MAX_FIXTURES) {
-    size_t len = strlen(de->d_name);
-    if(de->d_name[0] == '.' || len >= sizeof(fixture_names[0]))
-      continue;
-    snprintf(path, sizeof(path), "%s/models/%s/config.json", tu_data_dir(), de->d_name);
-    if(access(path, R_OK) != 0)
-      continue;
-    memcpy(fixture_names[n_fixtures++], de->d_name, len + 1);
-  }
-  closedir(d);
-  qsort(fixture_names, (size_t)n_fixtures, sizeof(fixture_names[0]), cmp_name);
+  n_fixtures = tu_fixture_models(fixture_names, MAX_FIXTURES, 0);
 }
 
 static void fixture_dir(char *buf, size_t cap, int i) {

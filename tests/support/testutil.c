@@ -1,8 +1,11 @@
 #include "tests/support/testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 uint64_t tu_next(tu_rng *r) {
   uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
@@ -58,4 +61,31 @@ int tu_run_suite(Suite *s) {
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   return failed == 0 ? 0 : 1;
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
+
+int tu_fixture_models(char (*names)[64], int cap, int need_golden) {
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/models", tu_data_dir());
+  DIR *d = opendir(path);
+  if(!d)
+    return 0;
+  int n = 0;
+  struct dirent *de;
+  while((de = readdir(d)) && n < cap) {
+    size_t len = strlen(de->d_name);
+    if(de->d_name[0] == '.' || len >= 64)
+      continue;
+    snprintf(path, sizeof(path), "%s/models/%s/config.json", tu_data_dir(), de->d_name);
+    if(access(path, R_OK) != 0)
+      continue;
+    snprintf(path, sizeof(path), "%s/golden/%s.safetensors", tu_data_dir(), de->d_name);
+    if(need_golden && access(path, R_OK) != 0)
+      continue;
+    memcpy(names[n++], de->d_name, len + 1);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof(names[0]), cmp_name);
+  return n;
 }

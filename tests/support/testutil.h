@@ -26,6 +26,11 @@ int tu_close(const char *what, const double *got, const double *want, size_t len
 /* Directory of committed fixtures: $OTF_TEST_DATA or "tests/data". */
 const char *tu_data_dir(void);
 
+/* Names of the fixture model folders under <data>/models that have a
+ * config.json (and, when need_golden, a <data>/golden/<name>.safetensors),
+ * sorted; at most cap. Returns how many. */
+int tu_fixture_models(char (*names)[64], int cap, int need_golden);
+
 /* Runs a suite (fork mode unless CK_FORK=no) and returns 0 if all passed.
  * Prints check's summary line. */
 int tu_run_suite(Suite *s);
