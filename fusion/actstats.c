@@ -23,11 +23,11 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "fusion/dataset.h"
 #include "fusion/safetensors.h"
 
 #define DEFAULT_BATCH 32
@@ -92,112 +92,6 @@ static pair *find_pair(const otf_actstats *s, otf_tap tap, int layer) {
     return &s->pairs[s->base[tap] + layer];
   }
   return layer == -1 ? &s->pairs[s->base[tap]] : NULL;
-}
-
-/* ---- the calibration file ---------------------------------------------- */
-
-typedef struct calib {
-  const otf_st_tensor *px, *ids, *mask, *types;
-  size_t N;      /* samples */
-  size_t T;      /* BERT: tokens per sample; ViT: 0 */
-  size_t per_px; /* ViT: floats per image */
-} calib;
-
-/* Element k of an I64 tensor (the mapping may be unaligned). */
-static int64_t i64_at(const otf_st_tensor *t, uint64_t k) {
-  int64_t v;
-  memcpy(&v, (const char *)t->data + k * sizeof(int64_t), sizeof(v));
-  return v;
-}
-
-/* An optional I64 [N, T] companion of input_ids (mask, token types). */
-static otf_status get_companion(const otf_st_tensor **out, const otf_st_file *f,
-                                const char *name, const calib *d, otf_error *err) {
-  const otf_st_tensor *t = otf_st_find(f, name);
-  *out = t;
-  if(!t)
-    return OTF_OK;
-  if(t->dtype != OTF_DT_I64)
-    return OTF_FAIL(err, OTF_E_INVAL, name, "'%s' has dtype %s; I64 is needed", name,
-                    otf_dtype_name(t->dtype));
-  if(t->rank != 2 || t->shape[0] != d->N || t->shape[1] != d->T)
-    return OTF_FAIL(err, OTF_E_INVAL, name, "'%s' must have the shape of input_ids [%zu, %zu]",
-                    name, d->N, d->T);
-  return OTF_OK;
-}
-
-/* The inputs both models take: checked against both configs, which
- * check_models has already found to agree on the image geometry. Ids are
- * checked against the smaller of the two vocabularies (and type
- * vocabularies), naming the model that cannot take them. */
-static otf_status check_calib(calib *d, const otf_st_file *f, const otf_model_config *cp,
-                              const otf_model_config *ca, otf_error *err) {
-  memset(d, 0, sizeof(*d));
-  otf_status rc;
-  if(cp->family == OTF_FAMILY_VIT) {
-    d->px = otf_st_find(f, "pixel_values");
-    if(!d->px)
-      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
-                      "calibration file has no tensor 'pixel_values'%s; ViT models need images",
-                      otf_st_find(f, "input_ids") ? " (it holds text: input_ids)" : "");
-    if(d->px->dtype != OTF_DT_F32 && d->px->dtype != OTF_DT_F16 &&
-       d->px->dtype != OTF_DT_BF16)
-      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
-                      "'pixel_values' has dtype %s; F32, F16 or BF16 is needed",
-                      otf_dtype_name(d->px->dtype));
-    uint64_t C = (uint64_t)cp->num_channels, S = (uint64_t)cp->image_size;
-    if(d->px->rank != 4 || d->px->shape[1] != C || d->px->shape[2] != S ||
-       d->px->shape[3] != S)
-      return OTF_FAIL(err, OTF_E_INVAL, "pixel_values",
-                      "'pixel_values' must be [N, %llu, %llu, %llu] for these models",
-                      (unsigned long long)C, (unsigned long long)S, (unsigned long long)S);
-    d->N = (size_t)d->px->shape[0];
-    d->per_px = d->N ? (size_t)(d->px->numel / d->N) : 0;
-  } else {
-    d->ids = otf_st_find(f, "input_ids");
-    if(!d->ids)
-      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
-                      "calibration file has no tensor 'input_ids'%s; BERT models need token ids",
-                      otf_st_find(f, "pixel_values") ? " (it holds images: pixel_values)" : "");
-    if(d->ids->dtype != OTF_DT_I64 || d->ids->rank != 2)
-      return OTF_FAIL(err, OTF_E_INVAL, "input_ids", "'input_ids' must be I64 [N, T], got %s rank %d",
-                      otf_dtype_name(d->ids->dtype), d->ids->rank);
-    d->N = (size_t)d->ids->shape[0];
-    d->T = (size_t)d->ids->shape[1];
-    int maxpos = cp->max_position_embeddings < ca->max_position_embeddings
-                     ? cp->max_position_embeddings
-                     : ca->max_position_embeddings;
-    if(d->T == 0 || d->T > (size_t)maxpos)
-      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
-                      "sequences of %zu tokens; the %s takes 1 to %d", d->T,
-                      maxpos == cp->max_position_embeddings ? "parent" : "anchor", maxpos);
-    if((rc = get_companion(&d->mask, f, "attention_mask", d, err)) != OTF_OK ||
-       (rc = get_companion(&d->types, f, "token_type_ids", d, err)) != OTF_OK)
-      return rc;
-    const otf_model_config *vmin = cp->vocab_size <= ca->vocab_size ? cp : ca;
-    const otf_model_config *tmin = cp->type_vocab_size <= ca->type_vocab_size ? cp : ca;
-    for(uint64_t k = 0; k < (uint64_t)d->N * d->T; k++) {
-      unsigned long long s = k / d->T, t = k % d->T;
-      int64_t id = i64_at(d->ids, k);
-      if(id < 0 || id >= vmin->vocab_size)
-        return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
-                        "input_ids[%llu,%llu] = %lld is outside the %s's vocabulary [0, %d)", s,
-                        t, (long long)id, vmin == cp ? "parent" : "anchor", vmin->vocab_size);
-      int64_t tt = d->types ? i64_at(d->types, k) : 0;
-      if(tt < 0 || tt >= tmin->type_vocab_size)
-        return OTF_FAIL(err, OTF_E_INVAL, "token_type_ids",
-                        "token_type_ids[%llu,%llu] = %lld is outside the %s's [0, %d)", s, t,
-                        (long long)tt, tmin == cp ? "parent" : "anchor", tmin->type_vocab_size);
-      int64_t mk = d->mask ? i64_at(d->mask, k) : 1;
-      if(mk != 0 && mk != 1)
-        return OTF_FAIL(err, OTF_E_INVAL, "attention_mask",
-                        "attention_mask[%llu,%llu] = %lld; only 0 and 1 are allowed", s, t,
-                        (long long)mk);
-    }
-  }
-  if(d->N == 0)
-    return OTF_FAIL(err, OTF_E_INVAL, NULL, "calibration file holds no samples");
-  return OTF_OK;
 }
 
 /* Both models must read the same inputs and pair their layers one to one. */
@@ -536,15 +430,12 @@ fail:
 /* Collection-time buffers, carved from one block. */
 typedef struct work {
   void *block;
-  float *px;            /* ViT [B, C, H, W] */
-  int64_t *ids, *mask, *types; /* BERT [B, T] */
   size_t *keep;         /* [B * T] */
   double *xp, *xa;      /* DGEMM scratch */
   size_t chunk;
 } work;
 
-static otf_status plan_work(work *wk, otf_actstats *s, const calib *d, size_t B,
-                            otf_error *err) {
+static otf_status plan_work(work *wk, otf_actstats *s, size_t T, size_t B, otf_error *err) {
   size_t maxp = 0, maxa = 0, maxrows = 0, floats = 0;
   int ok = 1;
   for(size_t q = 0; q < s->npairs; q++) {
@@ -560,12 +451,10 @@ static otf_status plan_work(work *wk, otf_actstats *s, const calib *d, size_t B,
   wk->chunk = maxrows < CHUNK_ROWS ? maxrows : CHUNK_ROWS;
   if(wk->chunk == 0)
     wk->chunk = 1;
-  size_t pxn = d->px ? B * d->per_px : 0, tok = B * d->T;
-  size_t bytes = 0;
+  size_t tok = B * T, bytes = 0;
   ok = ok && add_mul(&bytes, floats, sizeof(float)) &&
        add_mul(&bytes, up8(wk->chunk * maxp) + up8(wk->chunk * maxa), sizeof(double)) &&
-       add_mul(&bytes, (pxn + 15) & ~(size_t)15, sizeof(float)) &&
-       add_mul(&bytes, up8(tok) * 3, sizeof(int64_t)) && add_mul(&bytes, up8(tok), sizeof(size_t));
+       add_mul(&bytes, up8(tok), sizeof(size_t));
   if(!ok)
     return OTF_FAIL(err, OTF_E_TOO_LARGE, "batch", "collection buffers for batch %zu overflow",
                     B);
@@ -578,16 +467,8 @@ static otf_status plan_work(work *wk, otf_actstats *s, const calib *d, size_t B,
   cur += up8(wk->chunk * maxp) * sizeof(double);
   wk->xa = (double *)(void *)cur;
   cur += up8(wk->chunk * maxa) * sizeof(double);
-  wk->ids = (int64_t *)(void *)cur;
-  cur += up8(tok) * sizeof(int64_t);
-  wk->mask = (int64_t *)(void *)cur;
-  cur += up8(tok) * sizeof(int64_t);
-  wk->types = (int64_t *)(void *)cur;
-  cur += up8(tok) * sizeof(int64_t);
   wk->keep = (size_t *)(void *)cur;
   cur += up8(tok) * sizeof(size_t);
-  wk->px = (float *)(void *)cur;
-  cur += ((pxn + 15) & ~(size_t)15) * sizeof(float);
   for(size_t q = 0; q < s->npairs; q++) {
     pair *p = &s->pairs[q];
     p->abuf = (float *)(void *)cur;
@@ -596,47 +477,20 @@ static otf_status plan_work(work *wk, otf_actstats *s, const calib *d, size_t B,
   return OTF_OK;
 }
 
-/* Copies the samples sel [n] into the batch buffers and lists the kept
- * rows (attention_mask 1) of the token taps. */
-static otf_status fill_batch(otf_batch *b, run *r, const work *wk, const calib *d,
+/* Fills the batch with the samples sel [n] and lists the kept rows
+ * (attention_mask 1) of the token taps. */
+static otf_status fill_batch(otf_batch *b, run *r, const work *wk, otf_dataset *ds,
                              const size_t *sel, size_t n, otf_error *err) {
-  memset(b, 0, sizeof(*b));
-  b->n = n;
+  otf_status rc = otf_dataset_fill(ds, b, sel, n, err);
+  if(rc != OTF_OK)
+    return rc;
   r->n = n;
   r->keep = NULL;
   r->nkeep = 0;
-  if(d->px) {
-    size_t esz = otf_dtype_size(d->px->dtype);
-    for(size_t i = 0; i < n; i++) {
-      otf_st_tensor one = *d->px;
-      one.data = (const char *)d->px->data + sel[i] * d->per_px * esz;
-      one.shape[0] = 1;
-      one.numel = d->per_px;
-      one.nbytes = d->per_px * esz;
-      otf_status rc = otf_st_read_f32(wk->px + i * d->per_px, &one, err);
-      if(rc != OTF_OK)
-        return rc;
-    }
-    b->pixel_values = wk->px;
-    return OTF_OK;
-  }
-  const size_t T = d->T, rowb = T * sizeof(int64_t);
-  b->seq = T;
-  for(size_t i = 0; i < n; i++) {
-    size_t off = sel[i] * rowb;
-    memcpy(wk->ids + i * T, (const char *)d->ids->data + off, rowb);
-    if(d->mask)
-      memcpy(wk->mask + i * T, (const char *)d->mask->data + off, rowb);
-    if(d->types)
-      memcpy(wk->types + i * T, (const char *)d->types->data + off, rowb);
-  }
-  b->input_ids = wk->ids;
-  b->attention_mask = d->mask ? wk->mask : NULL;
-  b->token_type_ids = d->types ? wk->types : NULL;
-  if(d->mask) {
+  if(b->attention_mask) {
     size_t k = 0;
-    for(size_t t = 0; t < n * T; t++)
-      if(wk->mask[t])
+    for(size_t t = 0; t < n * b->seq; t++)
+      if(b->attention_mask[t])
         wk->keep[k++] = t;
     r->keep = wk->keep;
     r->nkeep = k;
@@ -669,6 +523,7 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
   otf_status rc;
   otf_actstats *s = NULL;
   otf_st_file *f = NULL;
+  otf_dataset *ds = NULL;
   otf_weights wp, wa;
   otf_forward *fp = NULL, *fa = NULL;
   size_t *sel = NULL;
@@ -691,35 +546,39 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
   rc = otf_st_open(&f, calibration_path, err);
   if(rc != OTF_OK)
     return rc;
-  calib d;
-  rc = check_calib(&d, f, cp, ca, err);
+  const otf_model_config *cfgs[2] = {cp, ca};
+  const char *const names[2] = {"parent", "anchor"};
+  otf_dataset_opts dopts = {.cfgs = cfgs, .names = names, .ncfg = 2, .what = "calibration file"};
+  rc = otf_dataset_open(&ds, f, &dopts, err);
   if(rc != OTF_OK)
     goto fail;
-  if(opts->samples > d.N) {
+  const size_t N = otf_dataset_count(ds), T = otf_dataset_seq(ds);
+  if(opts->samples > N) {
     rc = OTF_FAIL(err, OTF_E_INVAL, "samples", "%zu samples requested; the file holds %zu",
-                  opts->samples, d.N);
+                  opts->samples, N);
     goto fail;
   }
-  size_t nsel = opts->samples ? opts->samples : d.N;
+  size_t nsel = opts->samples ? opts->samples : N;
   B = B < nsel ? B : nsel;
-  sel = otf_malloc_array(d.N, sizeof(size_t));
+  sel = otf_malloc_array(N, sizeof(size_t));
   if(!sel) {
-    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to select %zu samples", d.N);
+    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to select %zu samples", N);
     goto fail;
   }
-  select_samples(sel, d.N, nsel, opts->samples != 0, opts->seed);
+  select_samples(sel, N, nsel, opts->samples != 0, opts->seed);
   if((rc = otf_weights_load(&wp, parent, err)) != OTF_OK ||
      (rc = otf_weights_load(&wa, anchor, err)) != OTF_OK ||
      (rc = check_taps(opts->taps, cp, &wp, &wa, err)) != OTF_OK ||
-     (rc = otf_forward_create(&fp, &wp, cp, otf_model_arch(parent), B, d.T ? d.T : 1, err)) !=
+     (rc = otf_forward_create(&fp, &wp, cp, otf_model_arch(parent), B, T ? T : 1, err)) !=
          OTF_OK ||
-     (rc = otf_forward_create(&fa, &wa, ca, otf_model_arch(anchor), B, d.T ? d.T : 1, err)) !=
+     (rc = otf_forward_create(&fa, &wa, ca, otf_model_arch(anchor), B, T ? T : 1, err)) !=
          OTF_OK ||
-     (rc = plan_pairs(&s, cp, ca, opts->taps, d.T, err)) != OTF_OK ||
-     (rc = plan_work(&wk, s, &d, B, err)) != OTF_OK)
+     (rc = plan_pairs(&s, cp, ca, opts->taps, T, err)) != OTF_OK ||
+     (rc = plan_work(&wk, s, T, B, err)) != OTF_OK ||
+     (rc = otf_dataset_reserve(ds, B, err)) != OTF_OK)
     goto fail;
 
-  run r = {.s = s, .T = d.T, .xp = wk.xp, .xa = wk.xa, .chunk = wk.chunk, .err = err};
+  run r = {.s = s, .T = T, .xp = wk.xp, .xa = wk.xa, .chunk = wk.chunk, .err = err};
   size_t nbatches = (nsel + B - 1) / B;
   for(size_t bi = 0; bi < nbatches; bi++) {
     if(cancel && *cancel) {
@@ -730,7 +589,7 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
     size_t s0 = bi * B, n = nsel - s0 < B ? nsel - s0 : B;
     otf_batch b;
     r.batch_no = bi + 1;
-    if((rc = fill_batch(&b, &r, &wk, &d, sel + s0, n, err)) != OTF_OK ||
+    if((rc = fill_batch(&b, &r, &wk, ds, sel + s0, n, err)) != OTF_OK ||
        (rc = otf_forward_run(fa, &b, NULL, opts->taps, anchor_tap, &r, err)) != OTF_OK ||
        (rc = otf_forward_run(fp, &b, NULL, opts->taps, parent_tap, &r, err)) != OTF_OK)
       goto fail;
@@ -751,6 +610,7 @@ fail:
   otf_weights_free(&wp);
   otf_weights_free(&wa);
   otf_free(sel);
+  otf_dataset_destroy(ds);
   otf_st_close(f);
   return rc;
 }
