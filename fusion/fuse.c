@@ -81,10 +81,20 @@ void otf_fuse_opts_default(otf_fuse_opts *o) {
 typedef struct tmap {
   size_t np, na;
   double *p; /* [np, na] */
+  /* Caches for applying the map, made on first use and dropped by
+   * tmap_changed whenever p is written: a float copy of p for SGEMM
+   * (dense plans), or p's nonzeros in row-major order (sparse plans: the
+   * exact solvers give n + m - 1 at most). */
+  int analysed;
+  size_t nnz;
+  float *pf;     /* [np, na] or NULL */
+  uint32_t *si;  /* [nnz] parent index, ascending */
+  uint32_t *sj;  /* [nnz] anchor index */
+  double *sv;    /* [nnz] value */
 } tmap;
 
 static tmap *tmap_new(size_t np, size_t na) {
-  tmap *t = otf_malloc(sizeof(*t));
+  tmap *t = otf_calloc(1, sizeof(*t));
   double *p = otf_calloc(np * na, sizeof(double));
   if(!t || !p) {
     otf_free(t);
@@ -97,11 +107,66 @@ static tmap *tmap_new(size_t np, size_t na) {
   return t;
 }
 
+/* Drops the caches after p was written. */
+static void tmap_changed(tmap *t) {
+  otf_free(t->pf);
+  otf_free(t->si);
+  otf_free(t->sj);
+  otf_free(t->sv);
+  t->pf = NULL;
+  t->si = t->sj = NULL;
+  t->sv = NULL;
+  t->nnz = 0;
+  t->analysed = 0;
+}
+
 static void tmap_free(tmap *t) {
   if(t) {
+    tmap_changed(t);
     otf_free(t->p);
     otf_free(t);
   }
+}
+
+/* A plan is applied as a sparse matrix when it has at most this many
+ * nonzeros per parent + anchor neuron (a permutation has 1/2). */
+#define TMAP_SPARSE_PER_NEURON 4
+
+/* Makes the cache that applying t needs: the nonzero list when t is
+ * sparse enough, else the float copy. */
+static otf_status tmap_prepare(tmap *t, otf_error *err) {
+  if(t->analysed)
+    return OTF_OK;
+  size_t len = t->np * t->na, nnz = 0;
+  for(size_t i = 0; i < len; i++)
+    nnz += t->p[i] != 0.0;
+  if(nnz <= TMAP_SPARSE_PER_NEURON * (t->np + t->na) && len <= UINT32_MAX) {
+    t->si = otf_malloc_array(nnz ? nnz : 1, sizeof(uint32_t));
+    t->sj = otf_malloc_array(nnz ? nnz : 1, sizeof(uint32_t));
+    t->sv = otf_malloc_array(nnz ? nnz : 1, sizeof(double));
+    if(!t->si || !t->sj || !t->sv) {
+      tmap_changed(t);
+      return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for a sparse map");
+    }
+    size_t e = 0;
+    for(size_t i = 0; i < t->np; i++)
+      for(size_t j = 0; j < t->na; j++)
+        if(t->p[i * t->na + j] != 0.0) {
+          t->si[e] = (uint32_t)i;
+          t->sj[e] = (uint32_t)j;
+          t->sv[e] = t->p[i * t->na + j];
+          e++;
+        }
+    t->nnz = nnz;
+  } else {
+    t->pf = otf_malloc_array(len ? len : 1, sizeof(float));
+    if(!t->pf)
+      return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for a map");
+    for(size_t i = 0; i < len; i++)
+      t->pf[i] = (float)t->p[i];
+  }
+  t->analysed = 1;
+  return OTF_OK;
 }
 
 static tmap *tmap_copy(const tmap *s) {
@@ -197,11 +262,13 @@ static view spec_view(const otf_tensor_spec *s) {
   return v;
 }
 
-/* A tensor as a double matrix [rows = size of the out axis, cols = the
- * other axes flattened in storage order]. */
+/* A tensor as a float matrix [rows = size of the out axis, cols = the
+ * other axes flattened in storage order]. Float, like the checkpoints:
+ * alignment products run in SGEMM (or sparse in double, rounded once) and
+ * sums over parents are taken in double. */
 typedef struct mat {
   size_t rows, cols;
-  double *d;
+  float *d;
 } mat;
 
 static void mat_free(mat *m) {
@@ -209,72 +276,154 @@ static void mat_free(mat *m) {
   m->d = NULL;
 }
 
-/* Reads t into m with axis `out` first. tmp: scratch of t->numel floats. */
+/* Converts elements [start, start + count) of a floating tensor to float,
+ * like otf_st_read_f32. */
+static void load_run(float *dst, const otf_st_tensor *t, size_t start, size_t count) {
+  const uint8_t *p = (const uint8_t *)t->data;
+  switch(t->dtype) {
+  case OTF_DT_F32:
+    memcpy(dst, p + 4 * start, 4 * count);
+    break;
+  case OTF_DT_F64:
+    for(size_t k = 0; k < count; k++) {
+      double d;
+      memcpy(&d, p + 8 * (start + k), 8);
+      dst[k] = (float)d;
+    }
+    break;
+  case OTF_DT_F16:
+    for(size_t k = 0; k < count; k++) {
+      uint16_t h;
+      memcpy(&h, p + 2 * (start + k), 2);
+      dst[k] = otf_f16_to_f32(h);
+    }
+    break;
+  case OTF_DT_BF16:
+    for(size_t k = 0; k < count; k++) {
+      uint16_t h;
+      memcpy(&h, p + 2 * (start + k), 2);
+      uint32_t bits = (uint32_t)h << 16;
+      memcpy(&dst[k], &bits, 4);
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+/* 1 when any of x [n] is a NaN or an infinity (exponent all ones); a
+ * branch-free OR so that it vectorises. */
+static int any_nonfinite(const float *x, size_t n) {
+  uint32_t bad = 0;
+  for(size_t k = 0; k < n; k++) {
+    uint32_t b;
+    memcpy(&b, &x[k], 4);
+    bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
+/* Reads t into m with axis `out` first, then releases t's mapped pages
+ * (the data stay in the file; a later read maps them again). */
 static otf_status load_mat(mat *m, const otf_st_tensor *t, int out, otf_error *err) {
   size_t n = (size_t)t->numel;
-  float *f = otf_malloc_array(n ? n : 1, sizeof(float));
-  m->d = otf_malloc_array(n ? n : 1, sizeof(double));
-  if(!f || !m->d) {
-    otf_free(f);
-    mat_free(m);
+  if(t->dtype != OTF_DT_F32 && t->dtype != OTF_DT_F64 && t->dtype != OTF_DT_F16 &&
+     t->dtype != OTF_DT_BF16)
+    return OTF_FAIL(err, OTF_E_UNSUPPORTED, t->name,
+                    "tensor '%s' has dtype %s; a floating dtype is needed", t->name,
+                    otf_dtype_name(t->dtype));
+  m->d = otf_malloc_array(n ? n : 1, sizeof(float));
+  if(!m->d)
     return OTF_FAIL(err, OTF_E_NOMEM, t->name, "no memory for tensor %s", t->name);
-  }
-  otf_status rc = otf_st_read_f32(f, t, err);
-  if(rc != OTF_OK) {
-    otf_free(f);
-    mat_free(m);
-    return rc;
-  }
   size_t rows = out >= 0 && t->rank > 0 ? (size_t)t->shape[out] : 1;
   m->rows = rows;
   m->cols = rows ? n / rows : 0;
-  /* Storage index -> (row = index along `out`, col = the rest in order). */
+  /* Storage is [outer, rows, inner]; the matrix is [rows, outer * inner]. */
   size_t inner = 1; /* product of the axes after `out` */
-  for(int k = out + 1; k < t->rank; k++)
+  for(int k = out + 1; out >= 0 && k < t->rank; k++)
     inner *= (size_t)t->shape[k];
-  for(size_t idx = 0; idx < n; idx++) {
-    if(!isfinite(f[idx])) {
-      otf_free(f);
-      mat_free(m);
-      return OTF_FAIL(err, OTF_E_NUMERIC, t->name, "tensor %s has a NaN or infinite weight",
-                      t->name);
-    }
-    size_t r = out >= 0 ? (idx / inner) % rows : 0;
-    size_t outer = out >= 0 ? idx / (inner * rows) : 0;
-    size_t c = outer * inner + idx % inner;
-    m->d[r * m->cols + c] = f[idx];
+  size_t outer = out >= 0 && rows && inner ? n / (rows * inner) : 1;
+  if(outer == 1 || !n) {
+    load_run(m->d, t, 0, n);
+  } else {
+    for(size_t o = 0; o < outer; o++)
+      for(size_t r = 0; r < rows; r++)
+        load_run(m->d + r * m->cols + o * inner, t, (o * rows + r) * inner, inner);
   }
-  otf_free(f);
+  otf_st_release(t);
+  if(any_nonfinite(m->d, n)) {
+    mat_free(m);
+    return OTF_FAIL(err, OTF_E_NUMERIC, t->name, "tensor %s has a NaN or infinite weight",
+                    t->name);
+  }
   return OTF_OK;
 }
 
-/* Inverse of load_mat into float storage order for shape/rank. */
-static void store_mat(float *dst, const mat *m, const uint64_t *shape, int rank, int out) {
-  size_t n = m->rows * m->cols, rows = m->rows;
-  size_t inner = 1;
-  for(int k = out + 1; k < rank; k++)
+/* Inverse of load_mat into float storage order for shape/rank: src is the
+ * [rows, cols] matrix. */
+static void store_mat(float *dst, const float *src, size_t rows, size_t cols,
+                      const uint64_t *shape, int rank, int out) {
+  size_t n = rows * cols, inner = 1;
+  for(int k = out + 1; out >= 0 && k < rank; k++)
     inner *= (size_t)shape[k];
-  for(size_t idx = 0; idx < n; idx++) {
-    size_t r = out >= 0 ? (idx / inner) % rows : 0;
-    size_t outer = out >= 0 ? idx / (inner * rows) : 0;
-    size_t c = outer * inner + idx % inner;
-    dst[idx] = (float)m->d[r * m->cols + c];
+  size_t outer = out >= 0 && rows && inner ? n / (rows * inner) : 1;
+  if(outer == 1 || !n) {
+    if(dst != src && n)
+      memcpy(dst, src, n * sizeof(float));
+    return;
   }
+  for(size_t o = 0; o < outer; o++)
+    for(size_t r = 0; r < rows; r++)
+      memcpy(dst + (o * rows + r) * inner, src + r * cols + o * inner, inner * sizeof(float));
+}
+
+/* 1 when t's storage order is already the [rows, cols] matrix of load_mat
+ * for that out axis (no axis before it is longer than 1). */
+static int storage_is_matrix(const otf_st_tensor *t, int out) {
+  size_t before = 1;
+  for(int k = 0; k < out && k < t->rank; k++)
+    before *= (size_t)t->shape[k];
+  return out < 0 || before == 1;
 }
 
 /* ---- alignment algebra ----------------------------------------------- */
 
+/* Column block for the sparse products' double accumulators. */
+#define SPARSE_BLOCK 512
+
 /* W' = W R with R = np * P (row-stochastic): W [rows, np] -> out [rows, na]. */
-static otf_status align_input(mat *w, const tmap *t, otf_error *err) {
+static otf_status align_input(mat *w, tmap *t, otf_error *err) {
   if(w->cols != t->np)
     return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "input map %zux%zu for %zu columns", t->np,
                     t->na, w->cols);
-  double *o = otf_malloc_array(w->rows * t->na, sizeof(double));
-  if(!o)
+  otf_status rc = tmap_prepare(t, err);
+  if(rc != OTF_OK)
+    return rc;
+  float *o = otf_malloc_array((w->rows ? w->rows : 1) * (t->na ? t->na : 1), sizeof(float));
+  double *acc = t->pf ? NULL : otf_malloc_array(t->na ? t->na : 1, sizeof(double));
+  if(!o || (!t->pf && !acc)) {
+    otf_free(o);
+    otf_free(acc);
     return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to align inputs");
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)w->rows, (int)t->na,
-              (int)t->np, (double)t->np, w->d, (int)w->cols, t->p, (int)t->na, 0.0, o,
-              (int)t->na);
+  }
+  if(t->pf) {
+    if(w->rows && t->na)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)w->rows, (int)t->na,
+                  (int)t->np, (float)t->np, w->d, (int)w->cols, t->pf, (int)t->na, 0.0f, o,
+                  (int)t->na);
+  } else {
+    /* Sparse: row by row, in double, rounded once. */
+    double scale = (double)t->np;
+    for(size_t r = 0; r < w->rows; r++) {
+      const float *wr = w->d + r * w->cols;
+      memset(acc, 0, t->na * sizeof(double));
+      for(size_t e = 0; e < t->nnz; e++)
+        acc[t->sj[e]] += scale * t->sv[e] * (double)wr[t->si[e]];
+      for(size_t j = 0; j < t->na; j++)
+        o[r * t->na + j] = (float)acc[j];
+    }
+  }
+  otf_free(acc);
   otf_free(w->d);
   w->d = o;
   w->cols = t->na;
@@ -283,16 +432,45 @@ static otf_status align_input(mat *w, const tmap *t, otf_error *err) {
 
 /* W'' = C^T W' with C = na * P (clean: columns sum to 1) or np * P
  * (reference): W' [np, cols] -> [na, cols]. */
-static otf_status align_output(mat *w, const tmap *t, otf_tmnorm norm, otf_error *err) {
+static otf_status align_output(mat *w, tmap *t, otf_tmnorm norm, otf_error *err) {
   if(w->rows != t->np)
     return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "output map %zux%zu for %zu rows", t->np,
                     t->na, w->rows);
-  double *o = otf_malloc_array(t->na * (w->cols ? w->cols : 1), sizeof(double));
-  if(!o)
+  otf_status rc = tmap_prepare(t, err);
+  if(rc != OTF_OK)
+    return rc;
+  size_t cols = w->cols;
+  size_t blk = cols < SPARSE_BLOCK ? cols : SPARSE_BLOCK;
+  float *o = otf_malloc_array(t->na * (cols ? cols : 1), sizeof(float));
+  double *acc = t->pf ? NULL : otf_malloc_array(t->na * (blk ? blk : 1), sizeof(double));
+  if(!o || (!t->pf && !acc)) {
+    otf_free(o);
+    otf_free(acc);
     return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to align outputs");
+  }
   double scale = norm == OTF_TMNORM_CLEAN ? (double)t->na : (double)t->np;
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)t->na, (int)w->cols, (int)t->np,
-              scale, t->p, (int)t->na, w->d, (int)w->cols, 0.0, o, (int)w->cols);
+  if(t->pf) {
+    if(t->na && cols)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)t->na, (int)cols, (int)t->np,
+                  (float)scale, t->pf, (int)t->na, w->d, (int)cols, 0.0f, o, (int)cols);
+  } else {
+    /* Sparse: out[j, :] += scale * P[i, j] * W[i, :], by column blocks. */
+    for(size_t c0 = 0; c0 < cols; c0 += blk) {
+      size_t bw = cols - c0 < blk ? cols - c0 : blk;
+      memset(acc, 0, t->na * bw * sizeof(double));
+      for(size_t e = 0; e < t->nnz; e++) {
+        double v = scale * t->sv[e];
+        const float *src = w->d + (size_t)t->si[e] * cols + c0;
+        double *dst = acc + (size_t)t->sj[e] * bw;
+        for(size_t c = 0; c < bw; c++)
+          dst[c] += v * (double)src[c];
+      }
+      for(size_t j = 0; j < t->na; j++)
+        for(size_t c = 0; c < bw; c++)
+          o[j * cols + c0 + c] = (float)acc[j * bw + c];
+    }
+  }
+  otf_free(acc);
   otf_free(w->d);
   w->d = o;
   w->rows = t->na;
@@ -352,13 +530,13 @@ static otf_status weights_cost(double *cost, const mat *a, const mat *b,
   float *dst[2] = {x, y};
   for(int s = 0; s < 2; s++)
     for(size_t r = 0; r < ms[s]->rows; r++) {
-      const double *row = ms[s]->d + r * d;
+      const float *row = ms[s]->d + r * d;
       double nrm = 0.0;
       for(size_t c = 0; c < d; c++)
-        nrm += row[c] * row[c];
+        nrm += (double)row[c] * row[c];
       nrm = o->unit_rows ? sqrt(nrm) + 1e-9 : 1.0;
       for(size_t c = 0; c < d; c++)
-        dst[s][r * d + c] = (float)(row[c] / nrm);
+        dst[s][r * d + c] = (float)((double)row[c] / nrm);
     }
   otf_status rc = d ? otf_cost_matrix(cost, x, y, a->rows, b->rows, d, o->metric, err)
                     : OTF_FAIL(err, OTF_E_INVAL, NULL, "empty feature rows");
@@ -406,7 +584,7 @@ static otf_status solve_map(fctx *c, int k, const char *name, otf_space sp, int 
   for(size_t i = 0; i < np; i++) {
     double mx = 0.0;
     for(size_t j = 0; j < na; j++)
-      mx = fmax(mx, t->p[i * na + j]);
+      mx = t->p[i * na + j] > mx ? t->p[i * na + j] : mx; /* plans hold no NaN */
     sharp += mx * (double)np;
   }
   sharp /= (double)np;
@@ -448,7 +626,7 @@ static const otf_tensor_spec *layer_spec(const otf_arch *a, otf_slot slot) {
 /* Loads a layer weight of model m as [out, in] and aligns its input with
  * the parent's stream map (NULL for the anchor). */
 static otf_status load_layer_weight(mat *w, const otf_model *m, otf_slot slot, int layer,
-                                    const tmap *in, otf_error *err) {
+                                    tmap *in, otf_error *err) {
   const otf_tensor_spec *s = layer_spec(otf_model_arch(m), slot);
   const otf_st_tensor *t = s ? otf_model_tensor(m, s, layer) : NULL;
   if(!t)
@@ -630,12 +808,14 @@ static otf_status do_merge(fctx *c, pstate *p, int layer, int which, otf_error *
     }
     for(size_t i = 0; i < s->np * s->na; i++)
       s->p[i] /= (double)p->nbranch;
+    tmap_changed(s);
     p->stream = s;
     p->nbranch = 0;
     return OTF_OK;
   }
   tmap *s = p->stream, *b = p->branch[0];
   size_t np = s->np, na = s->na;
+  tmap_changed(s); /* every policy but skip writes s->p below */
   switch(c->o->resid) {
   case OTF_RESID_MEAN:
     for(size_t i = 0; i < np * na; i++)
@@ -832,25 +1012,30 @@ static otf_status fuse_entry(fctx *c, const otf_tensor_spec *s, int layer, otf_e
   if(s->role == OTF_ROLE_BUFFER)
     return add_output(c->out, name, ta, NULL, err);
   view v = spec_view(s);
-  mat ma = {0}, acc = {0}, m = {0};
+  mat ma = {0}, m = {0};
+  double *acc = NULL;
+  float *res = NULL, *outd = NULL;
   otf_status rc = load_mat(&ma, ta, v.out_axis, err);
   if(rc != OTF_OK)
     return rc;
   size_t len = ma.rows * ma.cols;
-  acc.rows = ma.rows;
-  acc.cols = ma.cols;
-  acc.d = otf_calloc(len ? len : 1, sizeof(double));
-  float *outd = otf_malloc_array(len ? len : 1, sizeof(float));
-  if(!acc.d || !outd) {
-    rc = OTF_FAIL(err, OTF_E_NOMEM, name, "no memory for %s", name);
-    goto done;
+  /* The weighted sum over parents is taken in double. With more than one
+   * parent besides the anchor it is accumulated in parent order; with one,
+   * it is formed in a single pass once that parent is aligned (the same
+   * value: x + y == y + x, and 0 + x == x). */
+  if(c->n > 2) {
+    acc = otf_calloc(len ? len : 1, sizeof(double));
+    if(!acc) {
+      rc = OTF_FAIL(err, OTF_E_NOMEM, name, "no memory for %s", name);
+      goto done;
+    }
   }
   int fuse_it = (component_of(c->arch, s) & c->o->components) == component_of(c->arch, s);
   for(size_t k = 0; k < c->n; k++) {
     if((int)k == c->anchor) {
       double w = fuse_it ? c->w[k] : 1.0;
-      for(size_t i = 0; i < len; i++)
-        acc.d[i] += w * ma.d[i];
+      for(size_t i = 0; acc && i < len; i++)
+        acc[i] += w * (double)ma.d[i];
       continue;
     }
     const otf_st_tensor *tk = otf_model_tensor(c->models[k], s, layer);
@@ -871,19 +1056,49 @@ static otf_status fuse_entry(fctx *c, const otf_tensor_spec *s, int layer, otf_e
                     name);
       goto done;
     }
-    if(fuse_it)
+    if(fuse_it && acc) {
       for(size_t i = 0; i < len; i++)
-        acc.d[i] += c->w[k] * m.d[i];
+        acc[i] += c->w[k] * (double)m.d[i];
+    } else if(fuse_it) {
+      double wa = c->w[c->anchor], wk = c->w[k];
+      for(size_t i = 0; i < len; i++)
+        m.d[i] = (float)(wa * (double)ma.d[i] + wk * (double)m.d[i]);
+      res = m.d;
+      m.d = NULL;
+    }
     mat_free(&m);
   }
-  store_mat(outd, &acc, ta->shape, ta->rank, v.out_axis);
+  if(acc) {
+    res = otf_malloc_array(len ? len : 1, sizeof(float));
+    if(!res) {
+      rc = OTF_FAIL(err, OTF_E_NOMEM, name, "no memory for %s", name);
+      goto done;
+    }
+    for(size_t i = 0; i < len; i++)
+      res[i] = (float)acc[i];
+  } else if(!res) {
+    res = ma.d; /* not fused: the anchor's values */
+    ma.d = NULL;
+  }
+  if(storage_is_matrix(ta, v.out_axis)) {
+    outd = res;
+    res = NULL;
+  } else {
+    outd = otf_malloc_array(len ? len : 1, sizeof(float));
+    if(!outd) {
+      rc = OTF_FAIL(err, OTF_E_NOMEM, name, "no memory for %s", name);
+      goto done;
+    }
+    store_mat(outd, res, ma.rows, ma.cols, ta->shape, ta->rank, v.out_axis);
+  }
   rc = add_output(c->out, name, ta, outd, err);
   if(rc == OTF_OK)
     outd = NULL;
 done:
   mat_free(&m);
   mat_free(&ma);
-  mat_free(&acc);
+  otf_free(acc);
+  otf_free(res);
   otf_free(outd);
   return rc;
 }
@@ -1235,6 +1450,14 @@ otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
       }
       progress(c, "aligning", (double)++done_n / (double)total);
     }
+    /* Nothing after layer l reads its maps (Q, K, V, FFN): free them now,
+     * so that at most one layer's maps are held. */
+    for(size_t k = 0; k < n; k++)
+      for(int sp = 0; c->ps[k].spaces && sp < OTF_SP_COUNT; sp++) {
+        tmap **slot = space_slot(&c->ps[k], (otf_space)sp, l, c->layers);
+        tmap_free(*slot);
+        *slot = NULL;
+      }
   }
   for(size_t i = 0; i < a->n_post && rc == OTF_OK; i++)
     rc = fuse_entry(c, &a->post[i], -1, err);
@@ -1364,6 +1587,11 @@ static otf_status write_weights(const otf_fused *f, const char *path, otf_dtype 
     otf_dtype dt = dtype;
     if(dt == OTF_DT_COUNT)
       dt = t->src_dtype == OTF_DT_F16 || t->src_dtype == OTF_DT_BF16 ? t->src_dtype : OTF_DT_F32;
+    if(dt == OTF_DT_F32) { /* already in the output format: no copy */
+      o->dtype = dt;
+      o->data = t->data;
+      continue;
+    }
     size_t numel = 1;
     for(int r = 0; r < t->rank; r++)
       numel *= (size_t)t->shape[r];

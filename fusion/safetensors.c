@@ -290,6 +290,19 @@ void otf_st_close(otf_st_file *f) {
   otf_free(f);
 }
 
+void otf_st_release(const otf_st_tensor *t) {
+  if(!t || !t->nbytes)
+    return;
+  long ps = sysconf(_SC_PAGESIZE);
+  uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096u;
+  uintptr_t b = (uintptr_t)t->data, e = b + (uintptr_t)t->nbytes;
+  b &= ~(page - 1);
+  e = (e + page - 1) & ~(page - 1);
+  /* The mapping is private and read-only: never written, so dropping its
+   * pages loses nothing (a later access reads the file again). */
+  (void)madvise((void *)b, (size_t)(e - b), MADV_DONTNEED);
+}
+
 size_t otf_st_count(const otf_st_file *f) { return f->count; }
 
 const otf_st_tensor *otf_st_at(const otf_st_file *f, size_t index) {

@@ -54,6 +54,15 @@ const otf_st_tensor *otf_st_find(const otf_st_file *f, const char *name);
 /* Value of a __metadata__ key, NULL when absent. Borrowed. */
 const char *otf_st_metadata(const otf_st_file *f, const char *key);
 
+/* Tells the kernel that t's bytes are not needed for now: the pages of
+ * the mapping that hold them (rounded out to whole pages, so neighbours'
+ * bytes may go too) are dropped from memory. The mapping stays valid and
+ * its contents do not change; a later read pages them in again from the
+ * file. Lowers the resident size of a process that walks a large
+ * checkpoint once. t must come from otf_st_open (borrowed). Best effort:
+ * nothing happens if the kernel refuses. */
+void otf_st_release(const otf_st_tensor *t);
+
 /* Converts a floating tensor (F64, F32, F16, BF16) to double / float.
  * out: [t->numel]. Integer and other dtypes give OTF_E_UNSUPPORTED. */
 otf_status otf_st_read_f64(double *out, const otf_st_tensor *t, otf_error *err) OTF_WUR;
