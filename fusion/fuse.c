@@ -544,6 +544,21 @@ static otf_status weights_cost(double *cost, const mat *a, const mat *b,
   return rc;
 }
 
+/* Solver options for one map. Near-degenerate costs (token-type tables
+ * have two rows, so every column is a 2-vector; within-head blocks at small
+ * reg) make Sinkhorn crawl: it gets 20000 iterations, and then the
+ * log-domain solve with its Newton finish, before a plan that misses its
+ * marginals is called a failure. Converging problems stop long before. */
+static otf_ot_opts solver_opts(const fctx *c, int soft) {
+  otf_ot_opts oo;
+  memset(&oo, 0, sizeof(oo));
+  oo.solver = soft ? OTF_SOLVER_SINKHORN : OTF_SOLVER_EXACT;
+  oo.sinkhorn.reg = c->o->reg;
+  oo.sinkhorn.max_iter = 20000;
+  oo.sinkhorn.finish = 1;
+  return oo;
+}
+
 /* Solves OT on cost [np, na] (normalised here) into a new map and records
  * it in the report. widening: the reference's mixed mode uses Sinkhorn
  * only where a layer widens. */
@@ -558,16 +573,8 @@ static otf_status solve_map(fctx *c, int k, const char *name, otf_space sp, int 
   if(!t)
     return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for a %zux%zu map", np, na);
   otf_ot_problem p = {.cost = cost, .n = np, .m = na};
-  otf_ot_opts oo;
-  memset(&oo, 0, sizeof(oo));
-  int soft = c->o->solver == OTF_FSOLVER_SINKHORN ||
-             (c->o->solver == OTF_FSOLVER_MIXED && widening);
-  oo.solver = soft ? OTF_SOLVER_SINKHORN : OTF_SOLVER_EXACT;
-  oo.sinkhorn.reg = c->o->reg;
-  /* Near-degenerate costs (token-type tables have two rows: every column
-   * is a 2-vector) make Sinkhorn crawl; give it room before calling it a
-   * failure. Converging problems stop long before. */
-  oo.sinkhorn.max_iter = 20000;
+  otf_ot_opts oo = solver_opts(c, c->o->solver == OTF_FSOLVER_SINKHORN ||
+                                      (c->o->solver == OTF_FSOLVER_MIXED && widening));
   otf_ot_result r;
   rc = otf_ot_solve(t->p, &r, &p, &oo, err);
   if(rc != OTF_OK) {
@@ -688,10 +695,7 @@ static otf_status head_maps(fctx *c, int k, int layer, double *cqk, double *cv,
     goto done;
   }
   double *sub = hc + hp * ha;
-  otf_ot_opts oo;
-  memset(&oo, 0, sizeof(oo));
-  oo.solver = c->o->solver == OTF_FSOLVER_EXACT ? OTF_SOLVER_EXACT : OTF_SOLVER_SINKHORN;
-  oo.sinkhorn.reg = c->o->reg;
+  otf_ot_opts oo = solver_opts(c, c->o->solver != OTF_FSOLVER_EXACT);
   for(size_t h = 0; h < hp; h++)
     for(size_t g = 0; g < ha; g++) {
       hc[h * ha + g] = 0.0;

@@ -542,7 +542,12 @@ otf_status otf__sinkhorn_validated(double *plan, otf_sinkhorn_stats *stats,
   if(!use_log) {
     int breakdown = 0;
     run_scaling(plan, &st, p, &o, scratch, &breakdown);
-    if(breakdown && o.mode == OTF_SINKHORN_AUTO)
+    double mass = 0.0;
+    for(size_t i = 0; i < n; i++)
+      mass += otf_ot_a(p, i);
+    int missed = !(st.marginal_error <= o.accept_tol * mass);
+    if(o.mode == OTF_SINKHORN_AUTO &&
+       (breakdown || (opts->finish && missed && n + m - 1 <= OTF_SINKHORN_NEWTON_MAX)))
       use_log = 1;
   }
   if(use_log) {

@@ -37,6 +37,12 @@ typedef struct otf_sinkhorn_opts {
                            is <= accept_tol * mass, even if stop_thr was
                            not reached within max_iter */
   otf_sinkhorn_mode mode;
+  int finish;           /* AUTO mode: when the scaling form ends without
+                           meeting accept_tol, redo the solve in the log
+                           domain, whose Newton finish converges where
+                           Sinkhorn crawls (n + m <= OTF_SINKHORN_NEWTON_MAX).
+                           Off by default: POT returns its unconverged
+                           iterate, and parity tests compare with it. */
 } otf_sinkhorn_opts;
 
 typedef struct otf_sinkhorn_stats {

@@ -212,6 +212,28 @@ START_TEST(running_out_of_iterations_is_an_error) {
 }
 END_TEST
 
+/* With finish set, a scaling solve that runs out of iterations is redone
+ * in the log domain (Newton finish) instead of failing; without it the
+ * result stays POT's unconverged iterate and an error. */
+START_TEST(finish_rescues_a_slow_scaling_solve) {
+  tu_rng r = {21};
+  size_t n = 25;
+  double *c = random_cost(&r, n, n);
+  otf_ot_problem p = {.cost = c, .n = n, .m = n};
+  double *plan = malloc(n * n * sizeof(double));
+  otf_sinkhorn_opts o = {.reg = 0.01, .max_iter = 20};
+  otf_sinkhorn_stats st;
+  ck_assert_int_eq(otf_sinkhorn(plan, &st, &p, &o, NULL), OTF_E_NOT_CONVERGED);
+  ck_assert_int_eq(st.log_domain, 0);
+  o.finish = 1;
+  ck_assert_int_eq(otf_sinkhorn(plan, &st, &p, &o, NULL), OTF_OK);
+  ck_assert_int_eq(st.log_domain, 1);
+  ck_assert(st.marginal_error < 1e-9);
+  free(plan);
+  free(c);
+}
+END_TEST
+
 START_TEST(allocation_failures_are_clean) {
   tu_rng r = {9};
   size_t n = 12, m = 9;
@@ -247,6 +269,7 @@ int main(void) {
   tcase_add_test(tc, zero_marginal_rows_get_no_mass);
   tcase_add_test(tc, bad_input_is_rejected);
   tcase_add_test(tc, running_out_of_iterations_is_an_error);
+  tcase_add_test(tc, finish_rescues_a_slow_scaling_solve);
   tcase_add_test(tc, allocation_failures_are_clean);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
