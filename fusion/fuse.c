@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "fusion/actstats.h"
+#include "fusion/dataset.h"
 #include "fusion/eval.h"
 #include "fusion/forward.h"
 
@@ -1140,17 +1141,24 @@ static otf_status mag_tap(void *ctx, otf_tap tap, int layer, const float *x, siz
 static otf_status anchor_magnitudes(fctx *c, otf_error *err) {
   static const otf_tap taps[] = {OTF_TAP_EMBEDDINGS, OTF_TAP_RESID_ATTN, OTF_TAP_RESID_FFN,
                                  OTF_TAP_ATTN_OUT, OTF_TAP_FFN_OUT};
+  enum { BATCH = 16 };
   const otf_model *am = c->models[c->anchor];
   size_t d = (size_t)c->acfg->hidden_size;
   otf_st_file *f = NULL;
+  otf_dataset *ds = NULL;
   otf_weights w;
   memset(&w, 0, sizeof(w));
   otf_forward *fw = NULL;
-  float *pix = NULL;
-  int64_t *ids = NULL;
   otf_status rc = otf_st_open(&f, c->o->calibration, err);
   if(rc != OTF_OK)
     return rc;
+  const otf_model_config *cfgs[1] = {c->acfg};
+  otf_dataset_opts dopts = {.cfgs = cfgs, .ncfg = 1, .what = "calibration file"};
+  rc = otf_dataset_open(&ds, f, &dopts, err);
+  if(rc == OTF_OK)
+    rc = otf_dataset_reserve(ds, BATCH, err);
+  if(rc != OTF_OK)
+    goto done;
   for(size_t t = 0; t < sizeof(taps) / sizeof(*taps); t++)
     for(int l = -1; l < c->layers; l++) {
       if((taps[t] == OTF_TAP_EMBEDDINGS) != (l == -1))
@@ -1161,55 +1169,12 @@ static otf_status anchor_magnitudes(fctx *c, otf_error *err) {
         goto done;
       }
     }
-  int vit = c->acfg->family == OTF_FAMILY_VIT;
-  const otf_st_tensor *x = otf_st_find(f, vit ? "pixel_values" : "input_ids");
-  const otf_st_tensor *mk = vit ? NULL : otf_st_find(f, "attention_mask");
-  const otf_st_tensor *ty = vit ? NULL : otf_st_find(f, "token_type_ids");
-  if(!x || x->rank < 2 || (!vit && (x->dtype != OTF_DT_I64 || x->rank != 2)) ||
-     (mk && (mk->dtype != OTF_DT_I64 || mk->numel != x->numel)) ||
-     (ty && (ty->dtype != OTF_DT_I64 || ty->numel != x->numel))) {
-    rc = OTF_FAIL(err, OTF_E_INVAL, "/calibration",
-                  "calibration file %s lacks %s of the right dtype and shape",
-                  c->o->calibration, vit ? "pixel_values" : "input_ids (I64 [N, T])");
-    goto done;
-  }
-  size_t n = (size_t)x->shape[0], per = (size_t)(x->numel / x->shape[0]);
+  size_t n = otf_dataset_count(ds), seq = otf_dataset_seq(ds);
   if(c->o->samples && c->o->samples < n)
     n = c->o->samples;
-  size_t seq = vit ? 0 : (size_t)x->shape[1];
-  if(vit) {
-    pix = otf_malloc_array(n * per, sizeof(float));
-    if(!pix) {
-      rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for calibration");
-      goto done;
-    }
-    otf_st_tensor head = *x;
-    head.numel = n * per;
-    rc = otf_st_read_f32(pix, &head, err);
-    if(rc != OTF_OK)
-      goto done;
-  } else {
-    ids = otf_malloc_array(3 * n * per, sizeof(int64_t));
-    if(!ids) {
-      rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for calibration");
-      goto done;
-    }
-    memcpy(ids, x->data, n * per * sizeof(int64_t));
-    for(size_t i = 0; i < n * per; i++) {
-      int64_t one = 1, zero = 0;
-      if(mk)
-        memcpy(&ids[n * per + i], (const char *)mk->data + 8 * i, 8);
-      else
-        ids[n * per + i] = one;
-      if(ty)
-        memcpy(&ids[2 * n * per + i], (const char *)ty->data + 8 * i, 8);
-      else
-        ids[2 * n * per + i] = zero;
-    }
-  }
   rc = otf_weights_load(&w, am, err);
   if(rc == OTF_OK)
-    rc = otf_forward_create(&fw, &w, c->acfg, c->arch, 16, seq ? seq : 1, err);
+    rc = otf_forward_create(&fw, &w, c->acfg, c->arch, BATCH, seq ? seq : 1, err);
   if(rc != OTF_OK)
     goto done;
   magctx mc;
@@ -1219,17 +1184,12 @@ static otf_status anchor_magnitudes(fctx *c, otf_error *err) {
   uint32_t bits = 0;
   for(size_t t = 0; t < sizeof(taps) / sizeof(*taps); t++)
     bits |= OTF_TAP_BIT(taps[t]);
-  for(size_t b0 = 0; b0 < n && rc == OTF_OK; b0 += 16) {
-    size_t bn = n - b0 < 16 ? n - b0 : 16;
-    otf_batch b = {.n = bn, .seq = seq};
-    if(vit) {
-      b.pixel_values = pix + b0 * per;
-    } else {
-      b.input_ids = ids + b0 * per;
-      b.attention_mask = ids + n * per + b0 * per;
-      b.token_type_ids = ids + 2 * n * per + b0 * per;
-    }
-    mc.mask = vit ? NULL : b.attention_mask;
+  for(size_t b0 = 0; b0 < n && rc == OTF_OK; b0 += BATCH) {
+    otf_batch b;
+    rc = otf_dataset_fill_range(ds, &b, b0, n - b0 < BATCH ? n - b0 : BATCH, err);
+    if(rc != OTF_OK)
+      break;
+    mc.mask = b.attention_mask; /* NULL for images or files without a mask */
     rc = otf_forward_run(fw, &b, NULL, bits, mag_tap, &mc, err);
   }
   for(size_t t = 0; rc == OTF_OK && t < sizeof(taps) / sizeof(*taps); t++)
@@ -1242,8 +1202,7 @@ static otf_status anchor_magnitudes(fctx *c, otf_error *err) {
 done:
   otf_forward_destroy(fw);
   otf_weights_free(&w);
-  otf_free(pix);
-  otf_free(ids);
+  otf_dataset_destroy(ds);
   otf_st_close(f);
   return rc;
 }
