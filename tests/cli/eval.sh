@@ -4,36 +4,7 @@
 # tests/data/golden/<model>.safetensors, see tests/data/models/README.md)
 # and checks the JSON line and the error exits. Needs POSIX sh, awk, od.
 set -u
-OTFUSE=${OTFUSE:-build/otfuse}
-M=tests/data/models
-E=tests/data/eval
-G=tests/data/golden
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass=0
-
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-field() {
-  printf '%s\n' "$2" | sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p"
-}
-
-# near A B TOL: |A - B| <= TOL
-near() {
-  awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t) }'
-}
-
-expect_exit() {
-  want=$1; shift
-  "$@" >"$T/out" 2>"$T/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    bad "exit $got (want $want): $*"; sed 's/^/  stderr: /' "$T/err"; return 1
-  fi
-  return 0
-}
+. tests/cli/lib.sh
 
 # golden_f64 FILE NAME: the F64 scalar NAME of a safetensors file, printed
 # with 17 digits (header parsed with sed, the 8 bytes with od).
@@ -104,5 +75,4 @@ expect_exit 2 "$OTFUSE" eval $M/vit_s0 && grep -q "data FILE is required" "$T/er
 expect_exit 2 "$OTFUSE" eval --data $E/digits_eval.safetensors && grep -q "MODEL_DIR" "$T/err" && ok
 expect_exit 0 "$OTFUSE" eval --help && grep -q "usage: otfuse eval" "$T/out" && ok
 
-echo "otfuse eval: $pass passed, $fails failed"
-[ "$fails" -eq 0 ] && [ "$pass" -ge 12 ]
+finish "otfuse eval" 12

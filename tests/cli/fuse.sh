@@ -7,30 +7,7 @@
 # input errors (1, with a message and no output folder). Needs POSIX sh, sed,
 # grep, awk.
 set -u
-OTFUSE=${OTFUSE:-build/otfuse}
-M=tests/data/models
-E=tests/data/eval
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass=0
-
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-field() {
-  printf '%s\n' "$2" | sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p"
-}
-
-expect_exit() {
-  want=$1; shift
-  "$@" >"$T/out" 2>"$T/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    bad "exit $got (want $want): $*"; sed 's/^/  stderr: /' "$T/err"; return 1
-  fi
-  return 0
-}
+. tests/cli/lib.sh
 
 # has FILE STRING...: every string occurs in FILE (fixed strings).
 has() {
@@ -183,5 +160,4 @@ mkdir "$T/empty"
 expect_exit 0 "$OTFUSE" fuse -o "$T/empty" $M/vit_s0 $M/vit_s1 && [ -f "$T/empty/model.safetensors" ] &&
   ok || bad "empty output folder"
 
-echo "otfuse fuse: $pass passed, $fails failed"
-[ "$fails" -eq 0 ] && [ "$pass" -ge 25 ]
+finish "otfuse fuse" 25

@@ -3,15 +3,7 @@
 # fields, parameter counts (from tests/data/models/manifest.json, i.e. as
 # PyTorch counted them), lenient reporting, --check on NaN weights, errors.
 set -u
-OTFUSE=${OTFUSE:-build/otfuse}
-M=tests/data/models
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fails=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-field() { printf '%s\n' "$2" | sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p"; }
+. tests/cli/lib.sh
 
 # 1. Every fixture model: architecture and parameter count as recorded.
 for d in "$M"/*/; do
@@ -56,5 +48,4 @@ head -c 100 $M/vit_s0/model.safetensors >"$T/trunc.safetensors"
 "$OTFUSE" inspect "$T/trunc.safetensors" >/dev/null 2>"$T/err"
 [ $? -eq 1 ] && grep -q "malformed input" "$T/err" && ok || bad "truncated: $(cat "$T/err")"
 
-echo "otfuse inspect: $pass passed, $fails failed"
-[ "$fails" -eq 0 ] && [ "$pass" -ge 18 ]
+finish "otfuse inspect" 18

@@ -3,36 +3,7 @@
 # fixtures (golden objectives from POT 0.8.2, see tests/data/ot/README.md)
 # and on hand-made hostile files. Needs only POSIX sh, awk and od.
 set -u
-OTFUSE=${OTFUSE:-build/otfuse}
-D=tests/data/ot
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass=0
-
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# field NAME JSON: the raw value of a top-level key of a one-line JSON object.
-field() {
-  printf '%s\n' "$2" | sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p"
-}
-
-# close A B RTOL: |A - B| <= RTOL * |B|
-close() {
-  awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(d <= r * m) }'
-}
-
-# expect_exit CODE CMD...: runs CMD, stdout to $T/out, stderr to $T/err.
-expect_exit() {
-  want=$1; shift
-  "$@" >"$T/out" 2>"$T/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    bad "exit $got (want $want): $*"; sed 's/^/  stderr: /' "$T/err"; return 1
-  fi
-  return 0
-}
+. tests/cli/lib.sh
 
 # 1. Exact, square uniform: JV assignment, objective equal to POT's.
 if expect_exit 0 "$OTFUSE" ot --cost $D/exact_square_uniform_n64.safetensors; then
@@ -121,5 +92,4 @@ if expect_exit 0 "$OTFUSE" ot --cost "$T/good.safetensors"; then
   close "$(field objective "$(cat "$T/out")")" 1.5 1e-15 && ok || bad "1x2: $(cat "$T/out")"
 fi
 
-echo "otfuse ot: $pass passed, $fails failed"
-[ "$fails" -eq 0 ] && [ "$pass" -ge 20 ]
+finish "otfuse ot" 20
