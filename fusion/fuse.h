@@ -77,9 +77,11 @@ typedef struct otf_fuse_opts {
   uint64_t seed;
 } otf_fuse_opts;
 
-/* Defaults: ot, weights alignment, sinkhorn reg 0.08, euclidean, max
- * normalisation, unit rows, residual mean, qk separate, clean maps, all
- * components, anchor 0, uniform weights, 200 samples, seed 0. */
+/* Defaults: ot, weights alignment, sinkhorn reg 0.02 (the best of
+ * 0.02-0.15 on the fixtures, bench/fusion_quality.sh; the reference's
+ * config: 0.08), euclidean, max normalisation, unit rows, residual mean,
+ * qk separate, clean maps, all components, anchor 0, uniform weights,
+ * 200 samples, seed 0. */
 void otf_fuse_opts_default(otf_fuse_opts *o);
 
 /* Name <-> enum for flags and the job spec; parse returns -1 if unknown. */
