@@ -14,6 +14,7 @@
 #include "fusion/arch.h"
 #include "fusion/model.h"
 #include "fusion/safetensors.h"
+#include "tests/support/rewrite.h"
 #include "tests/support/testutil.h"
 
 #define PATH_CAP 4096
@@ -87,12 +88,6 @@ static void gather_pad(float *out, const uint64_t *out_shape, const float *in,
       idx[k] = 0;
     }
   }
-}
-
-/* Spec list of one part (0 pre, 1 layer, 2 post). */
-static const otf_tensor_spec *part_specs(const otf_arch *a, int part, size_t *n) {
-  *n = part == 0 ? a->n_pre : part == 1 ? a->n_layer : a->n_post;
-  return part == 0 ? a->pre : part == 1 ? a->layer : a->post;
 }
 
 /* Pads one tensor into an owned F32 buffer (*data), filling o. */
@@ -169,14 +164,16 @@ fail:
   return rc;
 }
 
+static otf_status pad_cb(void *ctx, otf_st_out *o, float **owned, const otf_st_tensor *t,
+                         const otf_tensor_spec *s, int layer, otf_error *err) {
+  return pad_tensor(o, owned, t, s, layer, ctx, err);
+}
+
 otf_status tu_pad_ffn_model(const char *src_dir, const char *dst_dir, int extra, uint64_t seed,
                             otf_error *err) {
   otf_status rc = OTF_OK;
   otf_model *m = NULL;
   pad_plan P;
-  otf_st_out *outs = NULL;
-  float **owned = NULL;
-  size_t nout = 0, cap = 0;
   char path[PATH_CAP], path2[PATH_CAP];
   memset(&P, 0, sizeof(P));
   otf_error_clear(err);
@@ -188,66 +185,13 @@ otf_status tu_pad_ffn_model(const char *src_dir, const char *dst_dir, int extra,
   if(rc != OTF_OK)
     goto fail;
   const otf_model_config *cfg = otf_model_cfg(m);
-  const otf_arch *a = otf_model_arch(m);
   rc = plan_make(&P, cfg, extra, seed, err);
   if(rc != OTF_OK)
     goto fail;
 
-  cap = a->n_pre + a->n_post + (size_t)cfg->num_layers * a->n_layer;
-  outs = otf_calloc(cap ? cap : 1, sizeof(*outs));
-  owned = otf_calloc(cap ? cap : 1, sizeof(*owned));
-  if(!outs || !owned) {
-    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for the tensor list");
+  rc = tu_rewrite_weights(m, dst_dir, pad_cb, &P, err);
+  if(rc != OTF_OK)
     goto fail;
-  }
-  for(int part = 0; part < 3; part++) {
-    size_t ns;
-    const otf_tensor_spec *specs = part_specs(a, part, &ns);
-    int nl = part == 1 ? cfg->num_layers : 1;
-    for(int layer = 0; layer < nl; layer++) {
-      int lay = part == 1 ? layer : -1;
-      for(size_t k = 0; k < ns; k++) {
-        const otf_tensor_spec *s = &specs[k];
-        if(s->role == OTF_ROLE_MERGE)
-          continue;
-        const otf_st_tensor *t = otf_model_tensor(m, s, lay);
-        if(!t)
-          continue; /* optional and absent */
-        if(s->flags & OTF_TF_TIED) {
-          /* Keep a tied tensor only when the file stores it under its own
-           * name (or alias); otherwise it stays tied (absent). */
-          char name[NAME_CAP], alias[NAME_CAP];
-          int own = otf_arch_name(name, sizeof(name), s, lay, 0) >= 0 && !strcmp(t->name, name);
-          if(!own && s->alias && otf_arch_name(alias, sizeof(alias), s, lay, 1) >= 0)
-            own = !strcmp(t->name, alias);
-          if(!own)
-            continue;
-        }
-        if(nout >= cap) {
-          rc = OTF_FAIL(err, OTF_E_INTERNAL, NULL, "more tensors than table entries");
-          goto fail;
-        }
-        otf_st_out *o = &outs[nout];
-        if(s->role == OTF_ROLE_BUFFER) {
-          o->name = t->name;
-          o->dtype = t->dtype;
-          o->rank = t->rank;
-          memcpy(o->shape, t->shape, sizeof(o->shape));
-          o->data = t->data; /* the mapping lives until otf_model_close */
-        } else {
-          rc = pad_tensor(o, &owned[nout], t, s, lay, &P, err);
-          if(rc != OTF_OK)
-            goto fail;
-        }
-        nout++;
-      }
-    }
-  }
-
-  if(mkdir(dst_dir, 0777) != 0 && errno != EEXIST) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot create %s: %s", dst_dir, strerror(errno));
-    goto fail;
-  }
   int n1 = snprintf(path, sizeof(path), "%s/config.json", src_dir);
   int n2 = snprintf(path2, sizeof(path2), "%s/config.json", dst_dir);
   if(n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof(path) || (size_t)n2 >= sizeof(path2)) {
@@ -255,20 +199,7 @@ otf_status tu_pad_ffn_model(const char *src_dir, const char *dst_dir, int extra,
     goto fail;
   }
   rc = write_config(path, path2, cfg, P.wide, err);
-  if(rc != OTF_OK)
-    goto fail;
-  n2 = snprintf(path2, sizeof(path2), "%s/model.safetensors", dst_dir);
-  if(n2 < 0 || (size_t)n2 >= sizeof(path2)) {
-    rc = OTF_FAIL(err, OTF_E_INVAL, NULL, "path too long");
-    goto fail;
-  }
-  rc = otf_st_write(path2, outs, nout, NULL, 0, err);
 fail:
-  if(owned)
-    for(size_t k = 0; k < cap; k++)
-      otf_free(owned[k]);
-  otf_free(owned);
-  otf_free(outs);
   otf_free(P.src);
   otf_model_close(m);
   return rc;
