@@ -27,6 +27,10 @@ static void fuse_usage(FILE *f) {
     "                           (+attention_mask, token_type_ids)\n"
     "  --samples N              calibration samples (default 200, the reference's)\n"
     "  --seed S                 sample selection seed (default 0)\n"
+    "  --tokens all|cls|window-K\n"
+    "                           ViT tokens used as activation samples: all (default),\n"
+    "                           the cls token, or cls + the central KxK patches (the\n"
+    "                           reference's window_6 on its 8x8 grid)\n"
     "  --solver sinkhorn|exact|mixed\n"
     "                           soft (default, as the reference's config), hard, or the\n"
     "                           reference's sinkhorn_for_widening\n"
@@ -108,7 +112,8 @@ int otf_cli_fuse(int argc, char **argv) {
       {"metric", required_argument, 0, 'M'},      {"cost-norm", required_argument, 0, 'N'},
       {"no-unit-rows", no_argument, 0, 'U'},      {"maps", required_argument, 0, 'T'},
       {"components", required_argument, 0, 'C'},  {"output", required_argument, 0, 'o'},
-      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+      {"tokens", required_argument, 0, 'K'},      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
   const char *out = NULL;
@@ -192,6 +197,20 @@ int otf_cli_fuse(int argc, char **argv) {
     case 'C':
       if(parse_components(&o.components, optarg) != 0)
         bad = "--components takes a comma list of embed, attn, norm, mlp, bias, head";
+      break;
+    case 'K':
+      if(!strcmp(optarg, "all"))
+        o.window = 0;
+      else if(!strcmp(optarg, "cls"))
+        o.window = -1;
+      else if(!strncmp(optarg, "window-", 7) && optarg[7] >= '1' && optarg[7] <= '9') {
+        long v = strtol(optarg + 7, &end, 10);
+        if(*end || v < 1 || v > 4096)
+          bad = "--tokens window-K needs 1 <= K <= 4096";
+        o.window = (int)v;
+      } else {
+        bad = "--tokens must be all, cls or window-K";
+      }
       break;
     case 'o': out = optarg; break;
     case 'h': fuse_usage(stdout); return 0;

@@ -167,6 +167,11 @@ typedef struct run {
   const size_t *keep;  /* kept rows of the token taps; NULL = all */
   size_t nkeep;
   size_t batch_no;     /* 1-based */
+  /* ViT token window: kept rows for taps with win_rps[k] rows per sample,
+   * listed for a full batch (a shorter batch uses the prefix). */
+  const size_t *win_keep[2];
+  size_t win_rps[2], win_per[2];
+  int windowed;
   double *xp, *xa;     /* scratch [CHUNK_ROWS * max np], [CHUNK_ROWS * max na] */
   size_t chunk;        /* rows per DGEMM */
   otf_error *err;
@@ -175,6 +180,11 @@ typedef struct run {
 /* The rows of pair p kept in this batch: the attention mask applies to the
  * BERT token taps only (the pooled tap has one row per sample). */
 static size_t kept_rows(const run *r, const pair *p, const size_t **keep) {
+  for(int k = 0; r->windowed && k < 2; k++)
+    if(p->rps == r->win_rps[k]) {
+      *keep = r->win_keep[k];
+      return r->n * r->win_per[k];
+    }
   if(r->keep && p->rps == r->T) {
     *keep = r->keep;
     return r->nkeep;
@@ -477,6 +487,31 @@ static otf_status plan_work(work *wk, otf_actstats *s, size_t T, size_t B, otf_e
   return OTF_OK;
 }
 
+/* Kept rows of a ViT token window for a batch of B samples with rps rows
+ * each (cls first when has_cls): keep [B * rps] gets the row indices,
+ * returns how many per sample. grid: patches per side. */
+static size_t window_rows(size_t *keep, size_t B, size_t rps, int has_cls, size_t grid,
+                          int window) {
+  size_t per = 0;
+  size_t lo = 0, hi = grid; /* central [lo, hi) along each side */
+  if(window > 0 && (size_t)window < grid) {
+    lo = (grid - (size_t)window) / 2;
+    hi = lo + (size_t)window;
+  }
+  for(size_t t = 0; t < rps; t++) {
+    size_t patch = has_cls ? t - 1 : t;
+    int keep_it = has_cls && t == 0;
+    if(!(has_cls && t == 0) && !(window < 0 && has_cls))
+      keep_it = patch / grid >= lo && patch / grid < hi && patch % grid >= lo && patch % grid < hi;
+    if(keep_it)
+      keep[per++] = t;
+  }
+  for(size_t i = 1; i < B; i++)
+    for(size_t k = 0; k < per; k++)
+      keep[i * per + k] = i * rps + keep[k];
+  return per;
+}
+
 /* Fills the batch with the samples sel [n] and lists the kept rows
  * (attention_mask 1) of the token taps. */
 static otf_status fill_batch(otf_batch *b, run *r, const work *wk, otf_dataset *ds,
@@ -526,7 +561,7 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
   otf_dataset *ds = NULL;
   otf_weights wp, wa;
   otf_forward *fp = NULL, *fa = NULL;
-  size_t *sel = NULL;
+  size_t *sel = NULL, *win = NULL;
   work wk = {0};
   memset(&wp, 0, sizeof(wp));
   memset(&wa, 0, sizeof(wa));
@@ -579,6 +614,25 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
     goto fail;
 
   run r = {.s = s, .T = T, .xp = wk.xp, .xa = wk.xa, .chunk = wk.chunk, .err = err};
+  if(opts->window != 0) {
+    if(cp->family != OTF_FAMILY_VIT) {
+      rc = OTF_FAIL(err, OTF_E_INVAL, "window", "token windows apply to ViT models only");
+      goto fail;
+    }
+    size_t grid = (size_t)(cp->image_size / cp->patch_size), P = grid * grid;
+    win = otf_malloc_array(B * (2 * P + 1), sizeof(size_t));
+    if(!win) {
+      rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for the token window");
+      goto fail;
+    }
+    r.windowed = 1;
+    r.win_rps[0] = P + 1;
+    r.win_keep[0] = win;
+    r.win_per[0] = window_rows(win, B, P + 1, 1, grid, opts->window);
+    r.win_rps[1] = P;
+    r.win_keep[1] = win + B * (P + 1);
+    r.win_per[1] = window_rows(win + B * (P + 1), B, P, 0, grid, opts->window);
+  }
   size_t nbatches = (nsel + B - 1) / B;
   for(size_t bi = 0; bi < nbatches; bi++) {
     if(cancel && *cancel) {
@@ -593,7 +647,9 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
        (rc = otf_forward_run(fa, &b, NULL, opts->taps, anchor_tap, &r, err)) != OTF_OK ||
        (rc = otf_forward_run(fp, &b, NULL, opts->taps, parent_tap, &r, err)) != OTF_OK)
       goto fail;
-    s->tokens += r.keep ? (uint64_t)r.nkeep : (uint64_t)n * s->tps;
+    s->tokens += r.windowed ? (uint64_t)n * r.win_per[0]
+                 : r.keep    ? (uint64_t)r.nkeep
+                             : (uint64_t)n * s->tps;
     if(progress)
       progress(ctx, (double)(bi + 1) / (double)nbatches);
   }
@@ -610,6 +666,7 @@ fail:
   otf_weights_free(&wp);
   otf_weights_free(&wa);
   otf_free(sel);
+  otf_free(win);
   otf_dataset_destroy(ds);
   otf_st_close(f);
   return rc;

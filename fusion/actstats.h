@@ -57,6 +57,12 @@ typedef struct otf_calib_opts {
   uint64_t seed;
   size_t batch;    /* forward batch size, 0 = 32 */
   uint32_t taps;   /* OR of OTF_TAP_BIT(...) to collect */
+  int window;      /* ViT token filter, the reference's window_k on any
+                      patch grid: 0 = every token; K > 0 = the cls token
+                      plus the central K x K patches (K >= grid side: all);
+                      -1 = the cls token only. The patch-embedding tap has
+                      no cls token: it keeps the same central patches (all
+                      of them for -1). BERT: must be 0. */
 } otf_calib_opts;
 
 /* Reads the calibration file (ViT: pixel_values F32/F16/BF16 [N, C, H,

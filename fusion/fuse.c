@@ -1275,7 +1275,7 @@ static json_t *settings_json(const otf_fuse_opts *o, size_t n, const double *w) 
   json_t *ws = json_array();
   for(size_t k = 0; k < n; k++)
     json_array_append_new(ws, json_real(w[k]));
-  return json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:b, s:s, s:s, s:s, s:i, s:o, s:s?, s:I, s:I}",
+  return json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:b, s:s, s:s, s:s, s:i, s:o, s:s?, s:I, s:I, s:i}",
                    "method", o->method == OTF_METHOD_OT ? "ot" : "average", "align",
                    o->align == OTF_ALIGN_WEIGHTS ? "weights" : "activations", "solver",
                    otf_fuse_solver_name(o->solver), "reg", o->reg, "metric",
@@ -1284,7 +1284,7 @@ static json_t *settings_json(const otf_fuse_opts *o, size_t n, const double *w) 
                    otf_qk_name(o->qk), "maps",
                    o->tmnorm == OTF_TMNORM_CLEAN ? "clean" : "reference", "anchor", o->anchor,
                    "weights", ws, "calibration", o->calibration, "samples",
-                   (json_int_t)o->samples, "seed", (json_int_t)o->seed);
+                   (json_int_t)o->samples, "seed", (json_int_t)o->seed, "window", o->window);
 }
 
 otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
@@ -1355,6 +1355,7 @@ otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
     if(o->align == OTF_ALIGN_ACTIVATIONS) {
       progress(c, "calibrating", 0.0);
       otf_calib_opts co = {.samples = o->samples, .seed = o->seed, .batch = 32,
+                           .window = o->window,
                            .taps = OTF_TAP_BIT(OTF_TAP_Q) | OTF_TAP_BIT(OTF_TAP_K) |
                                    OTF_TAP_BIT(OTF_TAP_V) | OTF_TAP_BIT(OTF_TAP_ATTN_OUT) |
                                    OTF_TAP_BIT(OTF_TAP_FFN_PRE) |

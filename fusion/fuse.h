@@ -74,6 +74,9 @@ typedef struct otf_fuse_opts {
   double weights[OTF_MAX_PARENTS]; /* per parent; all 0 = uniform 1/N */
   const char *calibration;    /* activations mode / weighted residuals */
   size_t samples;             /* calibration samples, 0 = all */
+  int window;                 /* ViT tokens used as samples: 0 all, -1 the cls
+                                 token, K the cls token + central K x K patches
+                                 (the reference's window_k on any grid) */
   uint64_t seed;
 } otf_fuse_opts;
 

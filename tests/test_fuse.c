@@ -307,6 +307,38 @@ START_TEST(bad_input_fails_cleanly) {
 }
 END_TEST
 
+/* The reference's window_k token filter, on our 4x4 patch grid: the
+ * permuted copy is still recovered from cls + the central 3x3 patches, and
+ * a token window on a BERT model is refused. */
+START_TEST(token_windows) {
+  otf_error e;
+  const char *perm = out_path("permw");
+  ck_assert_int_eq(tu_permute_model(model("vit_s0"), perm, 9, TU_PERM_ALL, NULL, &e), OTF_OK);
+  otf_fuse_opts o;
+  otf_fuse_opts_default(&o);
+  o.solver = OTF_FSOLVER_EXACT;
+  o.align = OTF_ALIGN_ACTIVATIONS;
+  o.calibration = data("digits_train.safetensors");
+  o.samples = 200;
+  o.window = 3;
+  o.anchor = 1;
+  ck_assert_msg(fuse2(perm, model("vit_s0"), &o, out_path("win"), &e) == OTF_OK, "%s", e.message);
+  double d = max_diff(out_path("win"), model("vit_s0"));
+  ck_assert_msg(d >= 0 && d <= 1e-5, "window 3: max diff %g", d);
+  /* Fewer tokens do change the maps of two different models. */
+  o.anchor = 0;
+  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("w3"), &e), OTF_OK);
+  o.window = 0;
+  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("w0"), &e), OTF_OK);
+  ck_assert(max_diff(out_path("w3"), out_path("w0")) > 1e-3);
+  o.window = -1;
+  o.calibration = data("text_cls_train.safetensors");
+  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_s1"), &o, out_path("wb"), &e),
+                   OTF_E_INVAL);
+  ck_assert_msg(strstr(e.message, "ViT models only"), "%s", e.message);
+}
+END_TEST
+
 START_TEST(report_and_outputs) {
   otf_error e;
   otf_fuse_opts o;
@@ -347,6 +379,7 @@ int main(void) {
   tcase_add_test(tc, heterogeneous_shapes_follow_the_anchor);
   tcase_add_test(tc, ot_beats_plain_averaging);
   tcase_add_test(tc, bad_input_fails_cleanly);
+  tcase_add_test(tc, token_windows);
   tcase_add_test(tc, report_and_outputs);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

@@ -23,7 +23,7 @@ if expect_exit 0 "$OTFUSE" fuse --help; then
   has "$T/out" "usage: otfuse fuse" && ok || bad "--help: no usage line"
   missing=
   for flag in --method --align --calibration --samples --solver --reg --residual --qk \
-              --anchor --weights --dtype --seed --metric --cost-norm --no-unit-rows --maps \
+              --anchor --weights --dtype --seed --tokens --metric --cost-norm --no-unit-rows --maps \
               --components -o; do
     grep -qF -- "$flag" "$T/out" || missing="$missing $flag"
   done
