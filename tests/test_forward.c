@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "fusion/dataset.h"
 #include "fusion/eval.h"
 #include "fusion/forward.h"
 #include "fusion/model.h"
@@ -684,41 +685,6 @@ static void find_fixtures(void) {
   n_fixtures = tu_fixture_models(fixture_names, MAX_FIXTURES, 1);
 }
 
-/* The first n samples of an eval file as a batch (arrays malloc'd into
- * bufs[0..3]). */
-static void load_inputs(otf_batch *b, void *bufs[4], const otf_st_file *df, int vit, size_t n) {
-  memset(b, 0, sizeof(*b));
-  memset(bufs, 0, 4 * sizeof(void *));
-  const otf_st_tensor *t = otf_st_find(df, vit ? "pixel_values" : "input_ids");
-  ck_assert_ptr_nonnull(t);
-  ck_assert_uint_ge(t->shape[0], n);
-  size_t per = (size_t)(t->numel / t->shape[0]);
-  b->n = n;
-  if(vit) {
-    otf_st_tensor sl = *t;
-    sl.shape[0] = n;
-    sl.numel = n * per;
-    float *px = malloc(n * per * sizeof(float));
-    ck_assert_int_eq(otf_st_read_f32(px, &sl, NULL), OTF_OK);
-    b->pixel_values = px;
-    bufs[0] = px;
-    return;
-  }
-  b->seq = (size_t)t->shape[1];
-  static const char *names[3] = {"input_ids", "attention_mask", "token_type_ids"};
-  for(int i = 0; i < 3; i++) {
-    const otf_st_tensor *ti = otf_st_find(df, names[i]);
-    if(!ti)
-      continue;
-    ck_assert_int_eq(ti->dtype, OTF_DT_I64);
-    bufs[i] = malloc(n * per * sizeof(int64_t));
-    memcpy(bufs[i], ti->data, n * per * sizeof(int64_t));
-  }
-  b->input_ids = bufs[0];
-  b->attention_mask = bufs[1];
-  b->token_type_ids = bufs[2];
-}
-
 typedef struct gold_cmp {
   const otf_st_file *g;
   double worst;
@@ -781,7 +747,6 @@ START_TEST(fixture_matches_golden) {
   otf_weights w;
   ck_assert_msg(otf_weights_load(&w, m, &e) == OTF_OK, "%s: %s", name, e.message);
   const otf_model_config *cfg = otf_model_cfg(m);
-  int vit = cfg->family == OTF_FAMILY_VIT;
   otf_st_file *g = NULL, *df = NULL;
   snprintf(path, sizeof(path), "%s/golden/%s.safetensors", tu_data_dir(), name);
   ck_assert_msg(otf_st_open(&g, path, &e) == OTF_OK, "%s", e.message);
@@ -796,8 +761,12 @@ START_TEST(fixture_matches_golden) {
   /* 1. Logits (base models: last hidden state and pooler output) of the
    *    first nlog samples. */
   otf_batch b;
-  void *bufs[4];
-  load_inputs(&b, bufs, df, vit, nlog);
+  otf_dataset *ds = NULL;
+  const otf_model_config *cfgs[1] = {cfg};
+  otf_dataset_opts dop = {.cfgs = cfgs, .ncfg = 1};
+  ck_assert_msg(otf_dataset_open(&ds, df, &dop, &e) == OTF_OK, "%s", e.message);
+  ck_assert_int_eq(otf_dataset_reserve(ds, nlog, &e), OTF_OK);
+  ck_assert_int_eq(otf_dataset_fill_range(ds, &b, 0, nlog, &e), OTF_OK);
   otf_forward *f = NULL;
   ck_assert_int_eq(otf_forward_create(&f, &w, cfg, otf_model_arch(m), nlog, b.seq ? b.seq : 1,
                                       &e), OTF_OK);
@@ -818,16 +787,13 @@ START_TEST(fixture_matches_golden) {
     ck_assert_int_eq(c.compared, 2);
     logit_diff = c.worst;
   }
-  for(int i = 0; i < 4; i++)
-    free(bufs[i]);
 
   /* 2. Every intermediate of the first ntr samples. */
-  load_inputs(&b, bufs, df, vit, ntr);
+  ck_assert_int_eq(otf_dataset_fill_range(ds, &b, 0, ntr, &e), OTF_OK);
   gold_cmp c = {.g = g};
   ck_assert_int_eq(otf_forward_run(f, &b, NULL, (1u << OTF_TAP_COUNT) - 1, gold_tap, &c, &e),
                    OTF_OK);
-  for(int i = 0; i < 4; i++)
-    free(bufs[i]);
+  otf_dataset_destroy(ds);
   printf("%-16s logits max |diff| %.3g; %d intermediates, max |diff| %.3g (%s)\n", name,
          logit_diff, c.compared, c.worst, c.worst_name);
   ck_assert_msg(logit_diff <= 1e-4, "%s: logits differ by %g", name, logit_diff);

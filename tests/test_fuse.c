@@ -15,44 +15,6 @@
 #include "tests/support/permute.h"
 #include "tests/support/testutil.h"
 
-static char g_tmp[128];
-
-static void tmp_setup(void) {
-  snprintf(g_tmp, sizeof(g_tmp), "/tmp/otf_fuse_test_%ld", (long)getpid());
-  char cmd[512];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", g_tmp, g_tmp);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-static void tmp_teardown(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *model(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof(buf[k]), "%s/models/%s", tu_data_dir(), name);
-  return buf[k];
-}
-
-static const char *data(const char *name) {
-  static char buf[2][512];
-  static int k;
-  k = (k + 1) % 2;
-  snprintf(buf[k], sizeof(buf[k]), "%s/eval/%s", tu_data_dir(), name);
-  return buf[k];
-}
-
-static const char *out_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof(buf[k]), "%s/%s", g_tmp, name);
-  return buf[k];
-}
 
 static otf_status fuse2(const char *a, const char *b, const otf_fuse_opts *o, const char *out,
                         otf_error *e) {
@@ -95,7 +57,7 @@ static double accuracy(const char *dir, const char *file) {
   otf_eval_result r;
   otf_error e;
   ck_assert_msg(otf_model_open(&m, dir, 0, &e) == OTF_OK, "%s", e.message);
-  ck_assert_msg(otf_eval(&r, m, data(file), 64, &e) == OTF_OK, "%s", e.message);
+  ck_assert_msg(otf_eval(&r, m, tu_eval_path(file), 64, &e) == OTF_OK, "%s", e.message);
   otf_model_close(m);
   return r.accuracy;
 }
@@ -111,12 +73,12 @@ START_TEST(self_fusion_is_the_identity) {
     otf_fuse_opts_default(&o);
     o.solver = OTF_FSOLVER_EXACT;
     o.align = align ? OTF_ALIGN_ACTIVATIONS : OTF_ALIGN_WEIGHTS;
-    o.calibration = data(calib_of[_i]);
+    o.calibration = tu_eval_path(calib_of[_i]);
     o.samples = 64;
-    const char *out = out_path(align ? "self_a" : "self_w");
-    ck_assert_msg(fuse2(model(self_models[_i]), model(self_models[_i]), &o, out, &e) == OTF_OK,
+    const char *out = tu_scratch_path(align ? "self_a" : "self_w");
+    ck_assert_msg(fuse2(tu_model_path(self_models[_i]), tu_model_path(self_models[_i]), &o, out, &e) == OTF_OK,
                   "%s", e.message);
-    double d = max_diff(out, model(self_models[_i]));
+    double d = max_diff(out, tu_model_path(self_models[_i]));
     ck_assert_msg(d >= 0 && d <= 1e-6, "%s align %d: max diff %g", self_models[_i], align, d);
   }
 }
@@ -126,9 +88,9 @@ END_TEST
  * exact alignment, gives the original back. */
 START_TEST(permuted_copy_is_recovered) {
   const char *name = self_models[_i];
-  const char *perm = out_path("perm");
+  const char *perm = tu_scratch_path("perm");
   otf_error e;
-  ck_assert_msg(tu_permute_model(model(name), perm, 11, TU_PERM_ALL, NULL, &e) == OTF_OK, "%s",
+  ck_assert_msg(tu_permute_model(tu_model_path(name), perm, 11, TU_PERM_ALL, NULL, &e) == OTF_OK, "%s",
                 e.message);
   static const struct { otf_align align; otf_qk qk; } cases[] = {
       {OTF_ALIGN_ACTIVATIONS, OTF_QK_SEPARATE},
@@ -142,13 +104,13 @@ START_TEST(permuted_copy_is_recovered) {
     o.solver = OTF_FSOLVER_EXACT;
     o.align = cases[k].align;
     o.qk = cases[k].qk;
-    o.calibration = data(calib_of[_i]);
+    o.calibration = tu_eval_path(calib_of[_i]);
     o.samples = 100;
     o.anchor = 1;
     char out[64];
     snprintf(out, sizeof(out), "rec%zu", k);
-    ck_assert_msg(fuse2(perm, model(name), &o, out_path(out), &e) == OTF_OK, "%s", e.message);
-    double d = max_diff(out_path(out), model(name));
+    ck_assert_msg(fuse2(perm, tu_model_path(name), &o, tu_scratch_path(out), &e) == OTF_OK, "%s", e.message);
+    double d = max_diff(tu_scratch_path(out), tu_model_path(name));
     ck_assert_msg(d >= 0 && d <= 1e-5, "%s case %zu: max diff %g", name, k, d);
   }
 }
@@ -160,27 +122,27 @@ END_TEST
  * (the reference's quirk would give A 3/4 inside the blocks). */
 START_TEST(three_parents_weigh_uniformly) {
   otf_error e;
-  const char *perm = out_path("perm3");
-  ck_assert_int_eq(tu_permute_model(model("vit_s0"), perm, 5, TU_PERM_ALL, NULL, &e), OTF_OK);
+  const char *perm = tu_scratch_path("perm3");
+  ck_assert_int_eq(tu_permute_model(tu_model_path("vit_s0"), perm, 5, TU_PERM_ALL, NULL, &e), OTF_OK);
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
   o.solver = OTF_FSOLVER_EXACT;
   o.align = OTF_ALIGN_ACTIVATIONS;
-  o.calibration = data("digits_train.safetensors");
+  o.calibration = tu_eval_path("digits_train.safetensors");
   o.samples = 100;
-  const char *dirs[3] = {model("vit_s0"), model("vit_s1"), perm};
-  ck_assert_msg(otf_fuse_dirs(dirs, 3, &o, NULL, out_path("n3"), OTF_DT_F32, NULL, &e) == OTF_OK,
+  const char *dirs[3] = {tu_model_path("vit_s0"), tu_model_path("vit_s1"), perm};
+  ck_assert_msg(otf_fuse_dirs(dirs, 3, &o, NULL, tu_scratch_path("n3"), OTF_DT_F32, NULL, &e) == OTF_OK,
                 "%s", e.message);
   o.weights[0] = 2.0;
   o.weights[1] = 1.0;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("n2"), &e), OTF_OK);
-  double d = max_diff(out_path("n3"), out_path("n2"));
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("n2"), &e), OTF_OK);
+  double d = max_diff(tu_scratch_path("n3"), tu_scratch_path("n2"));
   ck_assert_msg(d >= 0 && d <= 1e-5, "3 parents vs 2:1 weights: max diff %g", d);
   /* And the weights are honoured: 1:0 gives the anchor back. */
   o.weights[0] = 1.0;
   o.weights[1] = 0.0;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("w10"), &e), OTF_OK);
-  ck_assert(max_diff(out_path("w10"), model("vit_s0")) <= 1e-6);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("w10"), &e), OTF_OK);
+  ck_assert(max_diff(tu_scratch_path("w10"), tu_model_path("vit_s0")) <= 1e-6);
 }
 END_TEST
 
@@ -190,27 +152,27 @@ START_TEST(heterogeneous_shapes_follow_the_anchor) {
   otf_fuse_opts_default(&o);
   o.solver = OTF_FSOLVER_EXACT;
   /* Narrow anchor, wide parent (compression), and the other way round. */
-  ck_assert_msg(fuse2(model("vit_s0"), model("vit_wide"), &o, out_path("h1"), &e) == OTF_OK, "%s",
+  ck_assert_msg(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_wide"), &o, tu_scratch_path("h1"), &e) == OTF_OK, "%s",
                 e.message);
-  ck_assert(max_diff(out_path("h1"), model("vit_s0")) >= 0); /* same names and shapes */
+  ck_assert(max_diff(tu_scratch_path("h1"), tu_model_path("vit_s0")) >= 0); /* same names and shapes */
   o.anchor = 1;
-  ck_assert_int_eq(fuse2(model("vit_narrow"), model("vit_wide"), &o, out_path("h2"), &e), OTF_OK);
-  ck_assert(max_diff(out_path("h2"), model("vit_wide")) >= 0);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_narrow"), tu_model_path("vit_wide"), &o, tu_scratch_path("h2"), &e), OTF_OK);
+  ck_assert(max_diff(tu_scratch_path("h2"), tu_model_path("vit_wide")) >= 0);
   o.anchor = 0;
   o.align = OTF_ALIGN_ACTIVATIONS;
-  o.calibration = data("text_cls_train.safetensors");
+  o.calibration = tu_eval_path("text_cls_train.safetensors");
   o.samples = 100;
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_wide"), &o, out_path("h3"), &e),
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_cls_wide"), &o, tu_scratch_path("h3"), &e),
                    OTF_OK);
-  ck_assert(max_diff(out_path("h3"), model("bert_cls_s0")) >= 0);
+  ck_assert(max_diff(tu_scratch_path("h3"), tu_model_path("bert_cls_s0")) >= 0);
   /* Every fused model runs and scores above chance (10 classes / 4 classes). */
-  ck_assert(accuracy(out_path("h1"), "digits_eval.safetensors") > 0.1);
-  ck_assert(accuracy(out_path("h3"), "text_cls_eval.safetensors") > 0.5);
+  ck_assert(accuracy(tu_scratch_path("h1"), "digits_eval.safetensors") > 0.1);
+  ck_assert(accuracy(tu_scratch_path("h3"), "text_cls_eval.safetensors") > 0.5);
   /* The released code's normalisation is available and differs. */
   o.tmnorm = OTF_TMNORM_REFERENCE;
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_wide"), &o, out_path("h4"), &e),
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_cls_wide"), &o, tu_scratch_path("h4"), &e),
                    OTF_OK);
-  ck_assert(max_diff(out_path("h3"), out_path("h4")) > 1e-3);
+  ck_assert(max_diff(tu_scratch_path("h3"), tu_scratch_path("h4")) > 1e-3);
 }
 END_TEST
 
@@ -224,19 +186,19 @@ START_TEST(ot_beats_plain_averaging) {
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
   o.method = OTF_METHOD_AVERAGE;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("va"), &e), OTF_OK);
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_s1"), &o, out_path("ba"), &e), OTF_OK);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("va"), &e), OTF_OK);
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_cls_s1"), &o, tu_scratch_path("ba"), &e), OTF_OK);
   otf_fuse_opts_default(&o);
   o.solver = OTF_FSOLVER_EXACT;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("vo"), &e), OTF_OK);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("vo"), &e), OTF_OK);
   otf_fuse_opts_default(&o);
   o.align = OTF_ALIGN_ACTIVATIONS;
-  o.calibration = data("text_cls_train.safetensors");
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_s1"), &o, out_path("bo"), &e), OTF_OK);
-  double va = accuracy(out_path("va"), "digits_eval.safetensors");
-  double vo = accuracy(out_path("vo"), "digits_eval.safetensors");
-  double ba = accuracy(out_path("ba"), "text_cls_eval.safetensors");
-  double bo = accuracy(out_path("bo"), "text_cls_eval.safetensors");
+  o.calibration = tu_eval_path("text_cls_train.safetensors");
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_cls_s1"), &o, tu_scratch_path("bo"), &e), OTF_OK);
+  double va = accuracy(tu_scratch_path("va"), "digits_eval.safetensors");
+  double vo = accuracy(tu_scratch_path("vo"), "digits_eval.safetensors");
+  double ba = accuracy(tu_scratch_path("ba"), "text_cls_eval.safetensors");
+  double bo = accuracy(tu_scratch_path("bo"), "text_cls_eval.safetensors");
   printf("fuse: ViT average %.3f, OT %.3f; BERT average %.3f, OT %.3f\n", va, vo, ba, bo);
   ck_assert_msg(vo - va >= 0.15, "ViT: OT %.3f vs average %.3f", vo, va);
   ck_assert_msg(bo - ba >= 0.05, "BERT: OT %.3f vs average %.3f", bo, ba);
@@ -252,27 +214,27 @@ START_TEST(bad_input_fails_cleanly) {
   otf_error e;
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
-  const char *out = out_path("bad");
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("bert_cls_s0"), &o, out, &e), OTF_E_INVAL);
+  const char *out = tu_scratch_path("bad");
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("bert_cls_s0"), &o, out, &e), OTF_E_INVAL);
   ck_assert_msg(strstr(e.message, "differ in architecture"), "%s", e.message);
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_mlm_s0"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_mlm_s0"), &o, out, &e), OTF_E_INVAL);
   o.method = OTF_METHOD_AVERAGE;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_wide"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_wide"), &o, out, &e), OTF_E_INVAL);
   ck_assert_msg(strstr(e.message, "plain averaging needs identical shapes"), "%s", e.message);
   otf_fuse_opts_default(&o);
   o.align = OTF_ALIGN_ACTIVATIONS;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_E_INVAL);
   ck_assert_msg(strstr(e.message, "calibration"), "%s", e.message);
-  o.calibration = data("text_cls_train.safetensors");
-  ck_assert_int_ne(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_OK);
+  o.calibration = tu_eval_path("text_cls_train.safetensors");
+  ck_assert_int_ne(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_OK);
   o.calibration = "/nonexistent.safetensors";
-  ck_assert_int_ne(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_OK);
+  ck_assert_int_ne(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_OK);
   otf_fuse_opts_default(&o);
   o.anchor = 2;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_E_INVAL);
   o.anchor = 0;
   o.weights[0] = -1;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_E_INVAL);
   o.weights[0] = 0;
   /* A different depth: the config says 2 layers, the weights are there. */
   char cmd[1024];
@@ -280,28 +242,28 @@ START_TEST(bad_input_fails_cleanly) {
            "mkdir -p %s/deep && cp %s/model.safetensors %s/deep/ && sed "
            "'s/\"num_hidden_layers\": 3/\"num_hidden_layers\": 2/' %s/config.json > "
            "%s/deep/config.json",
-           g_tmp, model("vit_s1"), g_tmp, model("vit_s1"), g_tmp);
+           tu_scratch(), tu_model_path("vit_s1"), tu_scratch(), tu_model_path("vit_s1"), tu_scratch());
   ck_assert_int_eq(system(cmd), 0);
-  ck_assert_int_ne(fuse2(model("vit_s0"), out_path("deep"), &o, out, &e), OTF_OK);
+  ck_assert_int_ne(fuse2(tu_model_path("vit_s0"), tu_scratch_path("deep"), &o, out, &e), OTF_OK);
   /* NaN weights are named. */
-  const char *nan = out_path("nan");
-  ck_assert_int_eq(tu_permute_model(model("vit_s1"), nan, 3, 0, NULL, &e), OTF_OK);
+  const char *nan = tu_scratch_path("nan");
+  ck_assert_int_eq(tu_permute_model(tu_model_path("vit_s1"), nan, 3, 0, NULL, &e), OTF_OK);
   snprintf(cmd, sizeof(cmd),
            "f=%s/model.safetensors; h=$(od -An -tu8 -N8 $f | tr -d ' '); "
            "printf '\\000\\000\\300\\177' | dd of=$f bs=1 seek=$((8 + h + 400)) conv=notrunc "
            "2>/dev/null",
            nan);
   ck_assert_int_eq(system(cmd), 0);
-  ck_assert_int_eq(fuse2(model("vit_s0"), nan, &o, out, &e), OTF_E_NUMERIC);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), nan, &o, out, &e), OTF_E_NUMERIC);
   ck_assert_msg(strstr(e.message, "NaN"), "%s", e.message);
   /* None of these left anything behind. */
   ck_assert(!exists(out));
-  snprintf(cmd, sizeof(cmd), "ls %s | grep -q partial", g_tmp);
+  snprintf(cmd, sizeof(cmd), "ls %s | grep -q partial", tu_scratch());
   ck_assert_int_ne(system(cmd), 0);
   /* An occupied output folder is refused and left alone. */
   snprintf(cmd, sizeof(cmd), "mkdir -p %s && touch %s/keep", out, out);
   ck_assert_int_eq(system(cmd), 0);
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out, &e), OTF_E_INVAL);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, out, &e), OTF_E_INVAL);
   snprintf(cmd, sizeof(cmd), "%s/keep", out);
   ck_assert(exists(cmd));
 }
@@ -312,28 +274,28 @@ END_TEST
  * a token window on a BERT model is refused. */
 START_TEST(token_windows) {
   otf_error e;
-  const char *perm = out_path("permw");
-  ck_assert_int_eq(tu_permute_model(model("vit_s0"), perm, 9, TU_PERM_ALL, NULL, &e), OTF_OK);
+  const char *perm = tu_scratch_path("permw");
+  ck_assert_int_eq(tu_permute_model(tu_model_path("vit_s0"), perm, 9, TU_PERM_ALL, NULL, &e), OTF_OK);
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
   o.solver = OTF_FSOLVER_EXACT;
   o.align = OTF_ALIGN_ACTIVATIONS;
-  o.calibration = data("digits_train.safetensors");
+  o.calibration = tu_eval_path("digits_train.safetensors");
   o.samples = 200;
   o.window = 3;
   o.anchor = 1;
-  ck_assert_msg(fuse2(perm, model("vit_s0"), &o, out_path("win"), &e) == OTF_OK, "%s", e.message);
-  double d = max_diff(out_path("win"), model("vit_s0"));
+  ck_assert_msg(fuse2(perm, tu_model_path("vit_s0"), &o, tu_scratch_path("win"), &e) == OTF_OK, "%s", e.message);
+  double d = max_diff(tu_scratch_path("win"), tu_model_path("vit_s0"));
   ck_assert_msg(d >= 0 && d <= 1e-5, "window 3: max diff %g", d);
   /* Fewer tokens do change the maps of two different models. */
   o.anchor = 0;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("w3"), &e), OTF_OK);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("w3"), &e), OTF_OK);
   o.window = 0;
-  ck_assert_int_eq(fuse2(model("vit_s0"), model("vit_s1"), &o, out_path("w0"), &e), OTF_OK);
-  ck_assert(max_diff(out_path("w3"), out_path("w0")) > 1e-3);
+  ck_assert_int_eq(fuse2(tu_model_path("vit_s0"), tu_model_path("vit_s1"), &o, tu_scratch_path("w0"), &e), OTF_OK);
+  ck_assert(max_diff(tu_scratch_path("w3"), tu_scratch_path("w0")) > 1e-3);
   o.window = -1;
-  o.calibration = data("text_cls_train.safetensors");
-  ck_assert_int_eq(fuse2(model("bert_cls_s0"), model("bert_cls_s1"), &o, out_path("wb"), &e),
+  o.calibration = tu_eval_path("text_cls_train.safetensors");
+  ck_assert_int_eq(fuse2(tu_model_path("bert_cls_s0"), tu_model_path("bert_cls_s1"), &o, tu_scratch_path("wb"), &e),
                    OTF_E_INVAL);
   ck_assert_msg(strstr(e.message, "ViT models only"), "%s", e.message);
 }
@@ -343,14 +305,14 @@ START_TEST(report_and_outputs) {
   otf_error e;
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
-  const char *dirs[2] = {model("bert_mlm_s0"), model("bert_mlm_s1")};
+  const char *dirs[2] = {tu_model_path("bert_mlm_s0"), tu_model_path("bert_mlm_s1")};
   char *summary = NULL;
-  ck_assert_int_eq(otf_fuse_dirs(dirs, 2, &o, NULL, out_path("rep"), OTF_DT_BF16, &summary, &e),
+  ck_assert_int_eq(otf_fuse_dirs(dirs, 2, &o, NULL, tu_scratch_path("rep"), OTF_DT_BF16, &summary, &e),
                    OTF_OK);
   ck_assert(summary && strstr(summary, "\"maps\":"));
   free(summary);
   char p[600];
-  snprintf(p, sizeof(p), "%s/fusion_report.json", out_path("rep"));
+  snprintf(p, sizeof(p), "%s/fusion_report.json", tu_scratch_path("rep"));
   FILE *f = fopen(p, "r");
   ck_assert_ptr_nonnull(f);
   char buf[4096];
@@ -359,19 +321,19 @@ START_TEST(report_and_outputs) {
   fclose(f);
   ck_assert(strstr(buf, "\"sharpness\"") && strstr(buf, "\"marginal_error\""));
   otf_model *m = NULL;
-  ck_assert_int_eq(otf_model_open(&m, out_path("rep"), 0, &e), OTF_OK);
+  ck_assert_int_eq(otf_model_open(&m, tu_scratch_path("rep"), 0, &e), OTF_OK);
   const otf_st_tensor *t = otf_ckpt_at(otf_model_ckpt(m), 0);
   ck_assert_int_eq(t->dtype, OTF_DT_BF16);
   otf_model_close(m);
   /* The tied decoder stays tied (absent), and the model evaluates. */
-  ck_assert(accuracy(out_path("rep"), "text_mlm_eval.safetensors") > 0.05);
+  ck_assert(accuracy(tu_scratch_path("rep"), "text_mlm_eval.safetensors") > 0.05);
 }
 END_TEST
 
 int main(void) {
   Suite *s = suite_create("fuse");
   TCase *tc = tcase_create("fixtures");
-  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_checked_fixture(tc, tu_scratch_setup, tu_scratch_teardown);
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, self_fusion_is_the_identity, 0, 4);
   tcase_add_loop_test(tc, permuted_copy_is_recovered, 0, 4);

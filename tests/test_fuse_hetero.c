@@ -44,44 +44,6 @@
 
 #define NSAMPLES 32
 
-static char g_tmp[128];
-
-static void tmp_setup(void) {
-  snprintf(g_tmp, sizeof(g_tmp), "/tmp/otf_hetero_test_%ld", (long)getpid());
-  char cmd[512];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", g_tmp, g_tmp);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-static void tmp_teardown(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *model(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof(buf[k]), "%s/models/%s", tu_data_dir(), name);
-  return buf[k];
-}
-
-static const char *data(const char *name) {
-  static char buf[2][512];
-  static int k;
-  k = (k + 1) % 2;
-  snprintf(buf[k], sizeof(buf[k]), "%s/eval/%s", tu_data_dir(), name);
-  return buf[k];
-}
-
-static const char *out_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof(buf[k]), "%s/%s", g_tmp, name);
-  return buf[k];
-}
 
 typedef struct fixture {
   const char *name, *eval, *calib;
@@ -118,7 +80,7 @@ static void batch_load(batch_buf *bb, const char *file) {
   memset(bb, 0, sizeof(*bb));
   otf_st_file *f = NULL;
   otf_error e;
-  ck_assert_msg(otf_st_open(&f, data(file), &e) == OTF_OK, "%s", e.message);
+  ck_assert_msg(otf_st_open(&f, tu_eval_path(file), &e) == OTF_OK, "%s", e.message);
   bb->b.n = NSAMPLES;
   const otf_st_tensor *px = otf_st_find(f, "pixel_values");
   if(px) {
@@ -182,7 +144,7 @@ static void eval_dir(const char *dir, const char *file, double *acc, double *los
   otf_eval_result r;
   otf_error e;
   ck_assert_msg(otf_model_open(&m, dir, 0, &e) == OTF_OK, "%s", e.message);
-  ck_assert_msg(otf_eval(&r, m, data(file), 64, &e) == OTF_OK, "%s", e.message);
+  ck_assert_msg(otf_eval(&r, m, tu_eval_path(file), 64, &e) == OTF_OK, "%s", e.message);
   otf_model_close(m);
   *acc = r.accuracy;
   *loss = r.loss;
@@ -195,7 +157,7 @@ START_TEST(padded_copy_is_equivalent) {
   const fixture *fx = &fixtures[_i];
   otf_error e;
   otf_model *orig = NULL;
-  ck_assert_int_eq(otf_model_open(&orig, model(fx->name), 0, &e), OTF_OK);
+  ck_assert_int_eq(otf_model_open(&orig, tu_model_path(fx->name), 0, &e), OTF_OK);
   const otf_model_config *oc = otf_model_cfg(orig);
   int F = oc->intermediate_size, D = oc->hidden_size, L = oc->num_layers;
   uint64_t params = otf_model_param_count(orig);
@@ -204,13 +166,13 @@ START_TEST(padded_copy_is_equivalent) {
   batch_buf bb;
   batch_load(&bb, fx->eval);
   size_t n0, n1;
-  float *want = logits_of(model(fx->name), &bb.b, &n0);
+  float *want = logits_of(tu_model_path(fx->name), &bb.b, &n0);
   static const struct { int extra; uint64_t seed; } cases[] = {{0, 0}, {64, 0}, {64, 7}, {5, 3}};
   for(size_t k = 0; k < sizeof(cases) / sizeof(*cases); k++) {
     char name[64];
     snprintf(name, sizeof(name), "pad%zu", k);
-    const char *dst = out_path(name);
-    ck_assert_msg(tu_pad_ffn_model(model(fx->name), dst, cases[k].extra, cases[k].seed, &e) ==
+    const char *dst = tu_scratch_path(name);
+    ck_assert_msg(tu_pad_ffn_model(tu_model_path(fx->name), dst, cases[k].extra, cases[k].seed, &e) ==
                       OTF_OK,
                   "%s", e.message);
     otf_model *m = NULL;
@@ -235,13 +197,13 @@ START_TEST(padded_copy_is_equivalent) {
     free(got);
   }
   /* Same seed, same bytes; a different placement differs. */
-  ck_assert_int_eq(tu_pad_ffn_model(model(fx->name), out_path("again"), 64, 7, &e), OTF_OK);
+  ck_assert_int_eq(tu_pad_ffn_model(tu_model_path(fx->name), tu_scratch_path("again"), 64, 7, &e), OTF_OK);
   char cmd[1400];
-  snprintf(cmd, sizeof(cmd), "cmp -s %s/model.safetensors %s/model.safetensors", out_path("pad2"),
-           out_path("again"));
+  snprintf(cmd, sizeof(cmd), "cmp -s %s/model.safetensors %s/model.safetensors", tu_scratch_path("pad2"),
+           tu_scratch_path("again"));
   ck_assert_int_eq(system(cmd), 0);
-  snprintf(cmd, sizeof(cmd), "cmp -s %s/model.safetensors %s/model.safetensors", out_path("pad1"),
-           out_path("pad2"));
+  snprintf(cmd, sizeof(cmd), "cmp -s %s/model.safetensors %s/model.safetensors", tu_scratch_path("pad1"),
+           tu_scratch_path("pad2"));
   ck_assert_int_ne(system(cmd), 0);
   free(want);
   batch_free(&bb);
@@ -250,11 +212,11 @@ END_TEST
 
 START_TEST(bad_arguments) {
   otf_error e;
-  ck_assert_int_eq(tu_pad_ffn_model(model("vit_s0"), out_path("neg"), -1, 0, &e), OTF_E_INVAL);
-  ck_assert_int_eq(tu_pad_ffn_model(NULL, out_path("neg"), 1, 0, &e), OTF_E_INVAL);
-  ck_assert_int_ne(tu_pad_ffn_model(out_path("missing"), out_path("neg"), 1, 0, &e), OTF_OK);
+  ck_assert_int_eq(tu_pad_ffn_model(tu_model_path("vit_s0"), tu_scratch_path("neg"), -1, 0, &e), OTF_E_INVAL);
+  ck_assert_int_eq(tu_pad_ffn_model(NULL, tu_scratch_path("neg"), 1, 0, &e), OTF_E_INVAL);
+  ck_assert_int_ne(tu_pad_ffn_model(tu_scratch_path("missing"), tu_scratch_path("neg"), 1, 0, &e), OTF_OK);
   struct stat st;
-  ck_assert_int_ne(stat(out_path("neg"), &st), 0);
+  ck_assert_int_ne(stat(tu_scratch_path("neg"), &st), 0);
 }
 END_TEST
 
@@ -284,7 +246,7 @@ static void fuse_pair(const char *a, const char *b, const setting *s, const fixt
   o.reg = 0.08;
   o.align = s->align;
   o.tmnorm = s->maps;
-  o.calibration = data(fx->calib);
+  o.calibration = tu_eval_path(fx->calib);
   o.samples = 200;
   o.anchor = 0;
   const char *dirs[2] = {a, b};
@@ -354,7 +316,7 @@ static double scaled_diff(const char *fused, const char *orig, double scale) {
 START_TEST(padded_copy_mechanism) {
   const fixture *fx = &fixtures[_i];
   otf_error e;
-  const char *orig = model(fx->name);
+  const char *orig = tu_model_path(fx->name);
   static const struct { int extra; otf_tmnorm maps; double scale; } cases[] = {
       {64, OTF_TMNORM_CLEAN, 0.75},
       {32, OTF_TMNORM_CLEAN, (1.0 + 64.0 / 96.0) / 2.0},
@@ -364,15 +326,15 @@ START_TEST(padded_copy_mechanism) {
     char name[64];
     snprintf(name, sizeof(name), "mpad%zu", k);
     char padded[512];
-    snprintf(padded, sizeof(padded), "%s", out_path(name));
+    snprintf(padded, sizeof(padded), "%s", tu_scratch_path(name));
     ck_assert_msg(tu_pad_ffn_model(orig, padded, cases[k].extra, 7, &e) == OTF_OK, "%s",
                   e.message);
     for(int align = 0; align < 2; align++) {
       setting s = {"mechanism", OTF_FSOLVER_EXACT,
                    align ? OTF_ALIGN_ACTIVATIONS : OTF_ALIGN_WEIGHTS, cases[k].maps};
       snprintf(name, sizeof(name), "mfused%zu_%d", k, align);
-      fuse_pair(orig, padded, &s, fx, out_path(name));
-      double d = scaled_diff(out_path(name), orig, cases[k].scale);
+      fuse_pair(orig, padded, &s, fx, tu_scratch_path(name));
+      double d = scaled_diff(tu_scratch_path(name), orig, cases[k].scale);
       printf("%s + pad %d (%s maps, %s): fused = original with FFN-in x %.4f, max dev %.2g\n",
              fx->name, cases[k].extra, cases[k].maps == OTF_TMNORM_CLEAN ? "clean" : "reference",
              align ? "activations" : "weights", cases[k].scale, d);
@@ -412,9 +374,9 @@ END_TEST
 START_TEST(padded_copy_fusion) {
   const fixture *fx = &fixtures[_i];
   otf_error e;
-  const char *orig = model(fx->name);
+  const char *orig = tu_model_path(fx->name);
   char padded[512];
-  snprintf(padded, sizeof(padded), "%s", out_path("padded"));
+  snprintf(padded, sizeof(padded), "%s", tu_scratch_path("padded"));
   ck_assert_msg(tu_pad_ffn_model(orig, padded, 64, 7, &e) == OTF_OK, "%s", e.message);
   double pacc, ploss;
   eval_dir(orig, fx->eval, &pacc, &ploss);
@@ -426,19 +388,19 @@ START_TEST(padded_copy_fusion) {
     const setting *s = &settings[k];
     char name[64];
     snprintf(name, sizeof(name), "self%zu", k);
-    fuse_pair(orig, orig, s, fx, out_path(name));
-    eval_dir(out_path(name), fx->eval, &acc[k][0], &loss[k][0]);
+    fuse_pair(orig, orig, s, fx, tu_scratch_path(name));
+    eval_dir(tu_scratch_path(name), fx->eval, &acc[k][0], &loss[k][0]);
     snprintf(name, sizeof(name), "narrow%zu", k);
-    fuse_pair(orig, padded, s, fx, out_path(name));
-    eval_dir(out_path(name), fx->eval, &acc[k][1], &loss[k][1]);
+    fuse_pair(orig, padded, s, fx, tu_scratch_path(name));
+    eval_dir(tu_scratch_path(name), fx->eval, &acc[k][1], &loss[k][1]);
     otf_model *m = NULL;
-    ck_assert_int_eq(otf_model_open(&m, out_path(name), 0, &e), OTF_OK);
+    ck_assert_int_eq(otf_model_open(&m, tu_scratch_path(name), 0, &e), OTF_OK);
     ck_assert_int_eq(otf_model_cfg(m)->intermediate_size, 64);
     otf_model_close(m);
     snprintf(name, sizeof(name), "wide%zu", k);
-    fuse_pair(padded, orig, s, fx, out_path(name));
-    eval_dir(out_path(name), fx->eval, &acc[k][2], &loss[k][2]);
-    ck_assert_int_eq(otf_model_open(&m, out_path(name), 0, &e), OTF_OK);
+    fuse_pair(padded, orig, s, fx, tu_scratch_path(name));
+    eval_dir(tu_scratch_path(name), fx->eval, &acc[k][2], &loss[k][2]);
+    ck_assert_int_eq(otf_model_open(&m, tu_scratch_path(name), 0, &e), OTF_OK);
     ck_assert_int_eq(otf_model_cfg(m)->intermediate_size, 128);
     otf_model_close(m);
     printf("  %-30s | %.4f (%+.4f) | %.4f (%+.4f) | %.4f (%+.4f) | %.4f / %.4f / %.4f\n",
@@ -473,7 +435,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("fuse_hetero");
   TCase *tc = tcase_create("padded");
-  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_checked_fixture(tc, tu_scratch_setup, tu_scratch_teardown);
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, padded_copy_is_equivalent, 0, 2);
   tcase_add_test(tc, bad_arguments);

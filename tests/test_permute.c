@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fusion/dataset.h"
 #include "fusion/forward.h"
 #include "fusion/model.h"
 #include "fusion/safetensors.h"
@@ -74,48 +75,6 @@ static const char *eval_file(const otf_model_config *cfg) {
                                                       : "text_mlm_eval.safetensors";
 }
 
-/* The first n samples of the eval file as a batch; arrays malloc'd into
- * bufs[0..2]. */
-static void load_inputs(otf_batch *b, void *bufs[3], const otf_model_config *cfg, size_t n) {
-  char path[1024];
-  otf_error e;
-  otf_st_file *df = NULL;
-  snprintf(path, sizeof(path), "%s/eval/%s", tu_data_dir(), eval_file(cfg));
-  ck_assert_msg(otf_st_open(&df, path, &e) == OTF_OK, "%s", e.message);
-  memset(b, 0, sizeof(*b));
-  memset(bufs, 0, 3 * sizeof(void *));
-  int vit = cfg->family == OTF_FAMILY_VIT;
-  const otf_st_tensor *t = otf_st_find(df, vit ? "pixel_values" : "input_ids");
-  ck_assert_ptr_nonnull(t);
-  ck_assert_uint_ge(t->shape[0], n);
-  size_t per = (size_t)(t->numel / t->shape[0]);
-  b->n = n;
-  if(vit) {
-    otf_st_tensor sl = *t;
-    sl.shape[0] = n;
-    sl.numel = n * per;
-    float *px = malloc(n * per * sizeof(float));
-    ck_assert_int_eq(otf_st_read_f32(px, &sl, NULL), OTF_OK);
-    b->pixel_values = px;
-    bufs[0] = px;
-  } else {
-    b->seq = (size_t)t->shape[1];
-    static const char *names[3] = {"input_ids", "attention_mask", "token_type_ids"};
-    for(int i = 0; i < 3; i++) {
-      const otf_st_tensor *ti = otf_st_find(df, names[i]);
-      if(!ti)
-        continue;
-      ck_assert_int_eq(ti->dtype, OTF_DT_I64);
-      bufs[i] = malloc(n * per * sizeof(int64_t));
-      memcpy(bufs[i], ti->data, n * per * sizeof(int64_t));
-    }
-    b->input_ids = bufs[0];
-    b->attention_mask = bufs[1];
-    b->token_type_ids = bufs[2];
-  }
-  otf_st_close(df);
-}
-
 /* ---- running a model ------------------------------------------------------ */
 
 /* What one model computes on the batch: logits for models with a head,
@@ -155,12 +114,19 @@ static void run_model(outputs *o, const char *dir) {
   otf_weights w;
   otf_forward *f = NULL;
   otf_batch b;
-  void *bufs[3];
+  otf_st_file *df = NULL;
+  otf_dataset *ds = NULL;
   memset(o, 0, sizeof(*o));
   ck_assert_msg(otf_model_open(&m, dir, 0, &e) == OTF_OK, "%s: %s", dir, e.message);
   ck_assert_msg(otf_weights_load(&w, m, &e) == OTF_OK, "%s: %s", dir, e.message);
   const otf_model_config *cfg = otf_model_cfg(m);
-  load_inputs(&b, bufs, cfg, NSAMPLES);
+  /* The first NSAMPLES samples of the matching eval file. */
+  ck_assert_msg(otf_st_open(&df, tu_eval_path(eval_file(cfg)), &e) == OTF_OK, "%s", e.message);
+  const otf_model_config *cfgs[1] = {cfg};
+  otf_dataset_opts dop = {.cfgs = cfgs, .ncfg = 1};
+  ck_assert_msg(otf_dataset_open(&ds, df, &dop, &e) == OTF_OK, "%s", e.message);
+  ck_assert_int_eq(otf_dataset_reserve(ds, NSAMPLES, &e), OTF_OK);
+  ck_assert_int_eq(otf_dataset_fill_range(ds, &b, 0, NSAMPLES, &e), OTF_OK);
   ck_assert_msg(otf_forward_create(&f, &w, cfg, otf_model_arch(m), NSAMPLES,
                                    b.seq ? b.seq : 1, &e) == OTF_OK, "%s", e.message);
   o->nlogits = otf_forward_logits_len(f, &b);
@@ -175,8 +141,8 @@ static void run_model(outputs *o, const char *dir) {
     ck_assert_ptr_nonnull(o->final);
   }
   otf_forward_destroy(f);
-  for(int i = 0; i < 3; i++)
-    free(bufs[i]);
+  otf_dataset_destroy(ds);
+  otf_st_close(df);
   otf_weights_free(&w);
   otf_model_close(m);
 }

@@ -89,3 +89,52 @@ int tu_fixture_models(char (*names)[64], int cap, int need_golden) {
   qsort(names, (size_t)n, sizeof(names[0]), cmp_name);
   return n;
 }
+
+enum { ROTATE = 8, PATH_LEN = 600 };
+
+/* A few static buffers per kind of path, used in turn: a result stays
+ * valid until ROTATE more paths of the same kind have been made (callers
+ * keep e.g. a calibration path in their options while making model paths). */
+typedef struct rotation {
+  char buf[ROTATE][PATH_LEN];
+  int k;
+} rotation;
+
+static const char *rotating_path(rotation *r, const char *a, const char *b, const char *c) {
+  r->k = (r->k + 1) % ROTATE;
+  if(b)
+    snprintf(r->buf[r->k], PATH_LEN, "%s/%s/%s", a, b, c);
+  else
+    snprintf(r->buf[r->k], PATH_LEN, "%s/%s", a, c);
+  return r->buf[r->k];
+}
+
+static rotation g_models, g_evals, g_scratches;
+
+const char *tu_model_path(const char *name) {
+  return rotating_path(&g_models, tu_data_dir(), "models", name);
+}
+const char *tu_eval_path(const char *name) {
+  return rotating_path(&g_evals, tu_data_dir(), "eval", name);
+}
+
+static char g_scratch[128];
+
+const char *tu_scratch(void) { return g_scratch; }
+
+const char *tu_scratch_path(const char *name) {
+  return rotating_path(&g_scratches, g_scratch, NULL, name);
+}
+
+void tu_scratch_setup(void) {
+  snprintf(g_scratch, sizeof(g_scratch), "/tmp/otf_scratch_%ld", (long)getpid());
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", g_scratch, g_scratch);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+void tu_scratch_teardown(void) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", g_scratch);
+  ck_assert_int_eq(system(cmd), 0);
+}

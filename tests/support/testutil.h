@@ -31,6 +31,20 @@ const char *tu_data_dir(void);
  * sorted; at most cap. Returns how many. */
 int tu_fixture_models(char (*names)[64], int cap, int need_golden);
 
+/* Paths of committed fixtures: <data>/models/<name>, <data>/eval/<name>.
+ * Each returns one of 8 static buffers per kind, used in turn: a result
+ * stays valid until 8 more paths of the same kind have been made. */
+const char *tu_model_path(const char *name);
+const char *tu_eval_path(const char *name);
+
+/* A scratch folder per test process, /tmp/otf_scratch_<pid>: created empty
+ * by tu_scratch_setup, removed by tu_scratch_teardown (a checked fixture
+ * pair). tu_scratch() is the folder, tu_scratch_path(name) a path in it. */
+void tu_scratch_setup(void);
+void tu_scratch_teardown(void);
+const char *tu_scratch(void);
+const char *tu_scratch_path(const char *name);
+
 /* Runs a suite (fork mode unless CK_FORK=no) and returns 0 if all passed.
  * Prints check's summary line. */
 int tu_run_suite(Suite *s);
