@@ -10,7 +10,7 @@
 CC      ?= cc
 OPT     ?= -O2
 BUILD   ?= build
-PKGS     = openblas jansson
+PKGS     = openblas jansson libcurl libuv libmicrohttpd sqlite3 libcrypto
 WARN     = -Wall -Wextra -Werror -Wstrict-prototypes -Wshadow -Wpointer-arith \
            -Wformat=2 -Wno-format-nonliteral
 CPPFLAGS += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -20,6 +20,7 @@ TEST_LDLIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 LIB_SRC   := $(wildcard common/*.c fusion/*.c storage/*.c api/*.c)
 CLI_SRC   := $(wildcard cli/*.c)
+SRV_SRC   := $(wildcard server/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TSUP_SRC  := $(wildcard tests/support/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -27,18 +28,20 @@ TOOL_SRC  := $(wildcard tools/*.c)
 
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+SRV_OBJ   := $(SRV_SRC:%.c=$(BUILD)/%.o)
 TSUP_OBJ  := $(TSUP_SRC:%.c=$(BUILD)/%.o)
 TESTS     := $(TEST_SRC:%.c=$(BUILD)/%)
 BENCHES   := $(BENCH_SRC:%.c=$(BUILD)/%)
 TOOLS     := $(TOOL_SRC:%.c=$(BUILD)/%)
 LIB       := $(BUILD)/libotf.a
 OTFUSE    := $(BUILD)/otfuse
+OTFUSED   := $(BUILD)/otfused
 
 .SECONDARY:
 .PHONY: FORCE tools all check test-run asan bench demo install-deps clean check-style
 .DEFAULT_GOAL := all
 
-all: $(OTFUSE)
+all: $(OTFUSE) $(OTFUSED)
 
 # Objects depend on the flags they were built with, so changing OPT or
 # CFLAGS rebuilds instead of mixing stale objects into a build.
@@ -57,6 +60,9 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(OTFUSE): $(CLI_OBJ) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(OTFUSED): $(SRV_OBJ) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
@@ -78,7 +84,7 @@ install-deps:
 check: install-deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: $(TESTS) $(OTFUSE)
+test-run: $(TESTS) $(OTFUSE) $(OTFUSED)
 	@sh tests/run.sh $(BUILD) $(TESTS)
 
 asan:
@@ -111,7 +117,7 @@ check-style:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(TOOLS:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SRV_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(TOOLS:=.d)
 
 # ---------------------------------------------------------------------------
 # make fuzz: the libFuzzer targets in tests/fuzz/, built with clang (ASan +

@@ -21,7 +21,14 @@
   X(E_NOT_FOUND, -10,  404, "not found")                                      \
   X(E_UNSUPPORTED, -11, 422, "unsupported input")                             \
   X(E_CANCELLED, -12,  409, "cancelled")                                      \
-  X(E_INTERNAL,  -13,  500, "internal error")
+  X(E_INTERNAL,  -13,  500, "internal error")                                \
+  X(E_ACCESS,    -14,  403, "access denied")                                  \
+  X(E_UNAUTHORIZED, -15, 401, "authentication required")                      \
+  X(E_UNREACHABLE, -16, 502, "remote service unreachable")                    \
+  X(E_TIMEOUT,   -17,  504, "timed out")                                      \
+  X(E_CONFLICT,  -18,  409, "conflicts with the current state")               \
+  X(E_BUSY,      -19,  429, "too many requests; retry later")                 \
+  X(E_CORRUPT,   -20,  502, "data failed verification")
 
 typedef enum otf_status {
 #define OTF__STATUS_ENUM(name, code, http, msg) OTF_##name = (code),

@@ -602,10 +602,18 @@ static otf_status solve_map(fctx *c, int k, const char *name, otf_space sp, int 
                         "iterations", (json_int_t)r.iterations, "marginal_error",
                         r.marginal_error, "cost", r.objective, "sharpness", sharp,
                         "seconds", now_s() - t0);
-  if(!e || json_array_append_new(c->maps, e) != 0) {
+  if(!e || json_array_append(c->maps, e) != 0) {
+    json_decref(e);
     tmap_free(t);
     return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for the report");
   }
+  if(c->ctl && c->ctl->on_map) {
+    char *js = json_dumps(e, JSON_COMPACT);
+    if(js)
+      c->ctl->on_map(c->ctl->ctx, js);
+    free(js);
+  }
+  json_decref(e);
   *out = t;
   return OTF_OK;
 }

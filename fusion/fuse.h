@@ -101,6 +101,11 @@ typedef struct otf_fuse_ctl {
   void (*progress)(void *ctx, const char *stage, double fraction);
   void *ctx;
   const volatile int *cancel; /* polled between tensors; non-zero stops */
+  /* Called with each transport map's report entry (compact JSON object:
+   * parent, tensor, space, layer, shape, method, iterations,
+   * marginal_error, cost, sharpness, seconds) as soon as it is solved.
+   * The string is only valid during the call. May be NULL. */
+  void (*on_map)(void *ctx, const char *map_json);
 } otf_fuse_ctl;
 
 typedef struct otf_fused otf_fused;

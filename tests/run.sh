@@ -12,7 +12,7 @@ for s in tests/cli/*.sh; do
   [ -f "$s" ] || continue
   [ "$(basename "$s")" = lib.sh ] && continue
   echo "== $(basename "$s")"
-  if OTFUSE="$build/otfuse" sh "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $s"; fi
+  if OTFUSE="$build/otfuse" OTFUSED="$build/otfused" sh "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $s"; fi
 done
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
