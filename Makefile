@@ -87,8 +87,9 @@ check: install-deps
 test-run: $(TESTS) $(OTFUSE) $(OTFUSED)
 	@sh tests/run.sh $(BUILD) $(TESTS)
 
+ASAN_BUILD ?= build/asan
 asan:
-	@$(MAKE) --no-print-directory BUILD=build/asan CC=gcc \
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CC=gcc \
 	  OPT="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
 	  LDFLAGS="-fsanitize=address,undefined" test-run
 

@@ -8,7 +8,7 @@ for t in "$@"; do
   echo "== $(basename "$t")"
   if "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t"; fi
 done
-for s in tests/cli/*.sh; do
+for s in tests/cli/*.sh tests/integration/*.sh; do
   [ -f "$s" ] || continue
   [ "$(basename "$s")" = lib.sh ] && continue
   echo "== $(basename "$s")"
