@@ -27,6 +27,10 @@ BENCH_SRC := $(wildcard bench/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
 
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The dashboard's static assets (api/dashboard/) are compiled into libotf as
+# generated C (tools/embed_assets.sh), so otfused serves them with no files.
+DASH_ASSETS := $(wildcard api/dashboard/*.html api/dashboard/*.css api/dashboard/*.js)
+LIB_OBJ   += $(BUILD)/gen/dashboard_assets.o
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 SRV_OBJ   := $(SRV_SRC:%.c=$(BUILD)/%.o)
 TSUP_OBJ  := $(TSUP_SRC:%.c=$(BUILD)/%.o)
@@ -53,6 +57,13 @@ FORCE:
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/dashboard_assets.c: tools/embed_assets.sh $(DASH_ASSETS)
+	@mkdir -p $(@D)
+	sh tools/embed_assets.sh $@ $(DASH_ASSETS)
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)

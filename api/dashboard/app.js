@@ -1,0 +1,3 @@
+"use strict";
+/* otfused dashboard (first cut). */
+const x = null ?? "a\\b\"c";
