@@ -1,0 +1,65 @@
+/* Kernels of training: the forward pieces whose inputs the backward pass
+ * needs, and the backward of every operation of the ViT / BERT forward
+ * pass (linear, LayerNorm, activations, masked attention softmax,
+ * softmax cross-entropy). Internal to the training modules (otf__ names).
+ *
+ * Shapes are row-major; every kernel takes outputs first, then const
+ * inputs, then dimensions. "+=" in a comment means the kernel accumulates
+ * into its output (parameter gradients are summed over a batch); "=" means
+ * it overwrites. Nothing here allocates. */
+#ifndef OTF_TRAIN_OPS_H
+#define OTF_TRAIN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fusion/hfconfig.h"
+
+/* y [rows, out] = x [rows, in] W^T + b; W [out, in] (PyTorch Linear), b [out]
+ * or NULL. */
+void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
+                     size_t in, size_t out);
+
+/* Backward of otf__linear_fwd given dy [rows, out]:
+ *   dW [out, in] += dy^T x;  db [out] += column sums of dy (db may be NULL);
+ *   dx [rows, in] = dy W (+= when accumulate_dx; dx may be NULL). */
+void otf__linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                     const float *W, size_t rows, size_t in, size_t out, int accumulate_dx);
+
+/* y [rows, D] = LayerNorm(x) * g + b (biased variance, statistics in
+ * double); mean [rows] and rstd [rows] are saved for the backward. y may
+ * alias x only when the caller does not need x afterwards. */
+void otf__layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *g,
+                        const float *b, size_t rows, size_t D, double eps);
+
+/* Backward of otf__layernorm_fwd with the saved x, mean, rstd:
+ *   dg [D] += sum dy * xhat;  db [D] += sum dy;
+ *   dx [rows, D] = rstd (dy g - mean(dy g) - xhat mean(dy g xhat)).
+ * dx may alias dy (each row is read before it is written). */
+void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const float *x,
+                        const float *mean, const float *rstd, const float *g, size_t rows,
+                        size_t D);
+
+/* y [len] = act(x [len]) with libm (y may alias x). */
+void otf__act_fwd(otf_act act, float *y, const float *x, size_t len);
+/* dx [len] = dy * act'(x), x the activation's input (dx may alias dy). */
+void otf__act_bwd(otf_act act, float *dx, const float *dy, const float *x, size_t len);
+
+/* Softmax of each row of s [T, T] over the keys with keyok[j] = 1 (masked
+ * keys get 0; no attended key: uniform rows, as HF's finfo.min mask gives). */
+void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T);
+
+/* Softmax backward in place: dp [T, T] (gradient of the probabilities)
+ * becomes the gradient of the scores, ds = p (dp - rowsum(p dp)). */
+void otf__softmax_bwd(float *dp, const float *p, size_t T);
+
+/* Softmax cross-entropy over logits [rows, C] with labels [rows] (a label
+ * of ignore is not scored). Returns the sum of the losses (natural log,
+ * double) over scored rows, their number in *scored and the number whose
+ * argmax equals the label in *correct. When dlogits is not NULL it gets
+ * (softmax - onehot) * scale per scored row and 0 on the others (dlogits
+ * may alias logits). Labels must be in [0, C) or equal to ignore. */
+double otf__xent(float *dlogits, size_t *scored, size_t *correct, const float *logits,
+                 const int64_t *labels, size_t rows, size_t C, int64_t ignore, float scale);
+
+#endif
