@@ -76,25 +76,6 @@ static int parse_weights(double *w, const char *s) {
   return (int)k;
 }
 
-static int parse_components(unsigned *out, const char *s) {
-  static const struct { const char *n; unsigned bit; } names[] = {
-      {"embed", OTF_FUSE_EMBED}, {"attn", OTF_FUSE_ATTN}, {"norm", OTF_FUSE_NORM},
-      {"mlp", OTF_FUSE_MLP},     {"bias", OTF_FUSE_BIAS}, {"head", OTF_FUSE_HEAD}};
-  unsigned bits = 0;
-  char buf[256];
-  snprintf(buf, sizeof(buf), "%s", s);
-  for(char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    size_t k = 0;
-    while(k < sizeof(names) / sizeof(*names) && strcmp(tok, names[k].n))
-      k++;
-    if(k == sizeof(names) / sizeof(*names))
-      return -1;
-    bits |= names[k].bit;
-  }
-  *out = bits;
-  return 0;
-}
-
 static void tty_progress(void *ctx, const char *stage, double frac) {
   (void)ctx;
   fprintf(stderr, "\r%-12s %5.1f%%", stage, 100.0 * frac);
@@ -125,14 +106,10 @@ int otf_cli_fuse(int argc, char **argv) {
     const char *bad = NULL;
     switch(c) {
     case 'm':
-      if(!strcmp(optarg, "ot")) o.method = OTF_METHOD_OT;
-      else if(!strcmp(optarg, "average")) o.method = OTF_METHOD_AVERAGE;
-      else bad = "--method must be ot or average";
+      if(otf_method_parse(&o.method, optarg) != 0) bad = "--method must be ot or average";
       break;
     case 'a':
-      if(!strcmp(optarg, "weights")) o.align = OTF_ALIGN_WEIGHTS;
-      else if(!strcmp(optarg, "activations")) o.align = OTF_ALIGN_ACTIVATIONS;
-      else bad = "--align must be weights or activations";
+      if(otf_align_parse(&o.align, optarg) != 0) bad = "--align must be weights or activations";
       break;
     case 'c': o.calibration = optarg; break;
     case 'n':
@@ -190,27 +167,15 @@ int otf_cli_fuse(int argc, char **argv) {
       break;
     case 'U': o.unit_rows = 0; break;
     case 'T':
-      if(!strcmp(optarg, "clean")) o.tmnorm = OTF_TMNORM_CLEAN;
-      else if(!strcmp(optarg, "reference")) o.tmnorm = OTF_TMNORM_REFERENCE;
-      else bad = "--maps must be clean or reference";
+      if(otf_tmnorm_parse(&o.tmnorm, optarg) != 0) bad = "--maps must be clean or reference";
       break;
     case 'C':
-      if(parse_components(&o.components, optarg) != 0)
+      if(otf_fuse_components_parse(&o.components, optarg) != 0)
         bad = "--components takes a comma list of embed, attn, norm, mlp, bias, head";
       break;
     case 'K':
-      if(!strcmp(optarg, "all"))
-        o.window = 0;
-      else if(!strcmp(optarg, "cls"))
-        o.window = -1;
-      else if(!strncmp(optarg, "window-", 7) && optarg[7] >= '1' && optarg[7] <= '9') {
-        long v = strtol(optarg + 7, &end, 10);
-        if(*end || v < 1 || v > 4096)
-          bad = "--tokens window-K needs 1 <= K <= 4096";
-        o.window = (int)v;
-      } else {
-        bad = "--tokens must be all, cls or window-K";
-      }
+      if(otf_fuse_tokens_parse(&o.window, optarg) != 0)
+        bad = "--tokens must be all, cls or window-K (1 <= K <= 4096)";
       break;
     case 'o': out = optarg; break;
     case 'h': fuse_usage(stdout); return 0;

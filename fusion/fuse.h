@@ -140,4 +140,26 @@ otf_status otf_fuse_dirs(const char *const *dirs, size_t n, const otf_fuse_opts 
                          const otf_fuse_ctl *ctl, const char *out_dir, otf_dtype dtype,
                          char **summary, otf_error *err) OTF_WUR;
 
+/* More option names shared by `otfuse fuse` and the job spec
+ * (fusion/fuse_names.c). Each parse returns 0, or -1 if the name is
+ * unknown (out untouched); each name function returns "?" for a bad value. */
+int otf_method_parse(otf_method *out, const char *name);       /* ot | average */
+const char *otf_method_name(otf_method m);
+int otf_align_parse(otf_align *out, const char *name);         /* weights | activations */
+const char *otf_align_name(otf_align a);
+int otf_tmnorm_parse(otf_tmnorm *out, const char *name);       /* clean | reference */
+const char *otf_tmnorm_name(otf_tmnorm t);
+/* One component name (embed attn norm mlp bias head) -> its OTF_FUSE_* bit,
+ * 0 if unknown; the name of a single bit, NULL if it is not one. */
+unsigned otf_fuse_component_bit(const char *name);
+const char *otf_fuse_component_name(unsigned bit);
+/* A comma list of component names ("attn,mlp") -> bits; -1 on an unknown
+ * or empty name. */
+int otf_fuse_components_parse(unsigned *out, const char *list);
+/* ViT token selection: "all" -> 0, "cls" -> -1, "window-K" -> K
+ * (1 <= K <= OTF_FUSE_MAX_WINDOW); and back (buf of at least 24 bytes). */
+#define OTF_FUSE_MAX_WINDOW 4096
+int otf_fuse_tokens_parse(int *window, const char *s);
+const char *otf_fuse_tokens_format(char *buf, size_t cap, int window);
+
 #endif
