@@ -7,5 +7,17 @@ int otf_cli_ot(int argc, char **argv);
 int otf_cli_eval(int argc, char **argv);
 int otf_cli_inspect(int argc, char **argv);
 int otf_cli_fuse(int argc, char **argv);
+int otf_cli_finetune(int argc, char **argv);
+
+/* Finetuning pieces shared by `otfuse finetune` and `otfuse fuse --finetune-*`
+ * (cli/cmd_finetune.c). _set applies one option (key without the leading
+ * "--", e.g. "epochs") and returns NULL or the error text; _run finetunes and
+ * prints the JSON lines, returning the exit status. */
+struct otf_finetune_opts;
+const char *otf_cli_finetune_set(struct otf_finetune_opts *o, const char *key,
+                                 const char *val);
+int otf_cli_finetune_run(const char *model_dir, const char *data, const char *eval,
+                         const struct otf_finetune_opts *o, const char *out,
+                         const char *extra_provenance, const char *cmd);
 
 #endif

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
           "  fuse     fuse two or more models with optimal transport\n"
           "  inspect  describe a model folder or a safetensors file\n"
           "  eval     accuracy and loss of a model on a labelled data file\n"
+          "  finetune train a model (e.g. a fused one) briefly on labelled data\n"
           "  version  print the version\n"
           "\n"
           "Run 'otfuse <command> --help' for a command's options.\n");
@@ -32,6 +33,8 @@ int main(int argc, char **argv) {
     return otf_cli_ot(argc - 1, argv + 1);
   if(!strcmp(cmd, "fuse"))
     return otf_cli_fuse(argc - 1, argv + 1);
+  if(!strcmp(cmd, "finetune"))
+    return otf_cli_finetune(argc - 1, argv + 1);
   if(!strcmp(cmd, "inspect"))
     return otf_cli_inspect(argc - 1, argv + 1);
   if(!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

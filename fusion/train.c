@@ -895,8 +895,7 @@ static void remove_flat(const char *dir) {
 static int is_weights_file(const char *name) {
   size_t len = strlen(name);
   return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
-         (len > 12 && !strcmp(name + len - 12, ".safetensors")) ||
-         !strcmp(name, "fusion_report.json");
+         (len > 12 && !strcmp(name + len - 12, ".safetensors"));
 }
 
 static otf_status write_weights(const otf_train *t, const otf_model *src, const char *path,
@@ -987,7 +986,10 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
     goto fail;
   }
   json_object_set_new(cfg, "torch_dtype", json_string("float32"));
-  if(prov) {
+  if(prov) { /* a model that already carries provenance (a fusion) keeps it as the source */
+    json_t *old = json_object_get(cfg, "otfuse");
+    if(old && !json_object_get(prov, "source"))
+      json_object_set(prov, "source", old);
     json_object_set(cfg, "otfuse", prov);
   }
   char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
