@@ -1,7 +1,9 @@
 /* otfuse finetune: a short finetuning of a model folder (typically a fused
  * one) on labelled data, with the same entry point the service calls. The
  * option parsing and the run are shared with `otfuse fuse --finetune-*`. */
+#include <dirent.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,4 +217,34 @@ int otf_cli_finetune(int argc, char **argv) {
     return 2;
   }
   return otf_cli_finetune_run(argv[optind], data, eval, &o, out, NULL, "finetune");
+}
+
+int otf_cli_fuse_finetune(const char *fused_dir, const char *data, const char *eval,
+                          const struct otf_finetune_opts *o, const char *out,
+                          const char *fuse_summary) {
+  char *prov = NULL;
+  json_t *s = fuse_summary ? json_loads(fuse_summary, 0, NULL) : NULL;
+  json_t *p = json_object();
+  if(p && s)
+    json_object_set(p, "fusion", s);
+  if(p)
+    prov = json_dumps(p, JSON_COMPACT);
+  json_decref(p);
+  json_decref(s);
+  int ret = otf_cli_finetune_run(fused_dir, data, eval, o, out, prov, "fuse");
+  free(prov);
+  /* the intermediate fusion: a flat folder written by otf_fused_save */
+  DIR *d = opendir(fused_dir);
+  if(d) {
+    struct dirent *e;
+    char path[4096];
+    while((e = readdir(d)))
+      if(strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+        snprintf(path, sizeof(path), "%s/%s", fused_dir, e->d_name);
+        unlink(path);
+      }
+    closedir(d);
+  }
+  rmdir(fused_dir);
+  return ret;
 }

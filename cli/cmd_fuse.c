@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "common/alloc.h"
 #include "fusion/fuse.h"
+#include "fusion/train_job.h"
 
 static void fuse_usage(FILE *f) {
   fprintf(f,
@@ -59,6 +60,14 @@ static void fuse_usage(FILE *f) {
     "  --components LIST        what to fuse: embed,attn,norm,mlp,bias,head (default all);\n"
     "                           the rest is taken from the anchor\n"
     "  -o, --output DIR         output folder (must not exist, or be empty)\n");
+  fprintf(f,
+    "\n"
+    "Fuse, then finetune briefly in the same job (see otfuse finetune --help):\n"
+    "  --finetune-data FILE     labelled training data; the finetuned model goes to -o\n"
+    "  --finetune-epochs E | --finetune-steps S   the budget (one is required)\n"
+    "  --finetune-lr X, --finetune-batch N, --finetune-warmup F,\n"
+    "  --finetune-weight-decay X, --finetune-seed S, --finetune-augment-shift K\n"
+    "  --eval FILE              labelled data scored before and after every epoch\n");
 }
 
 static int parse_weights(double *w, const char *s) {
@@ -94,12 +103,25 @@ int otf_cli_fuse(int argc, char **argv) {
       {"no-unit-rows", no_argument, 0, 'U'},      {"maps", required_argument, 0, 'T'},
       {"components", required_argument, 0, 'C'},  {"output", required_argument, 0, 'o'},
       {"tokens", required_argument, 0, 'K'},      {"help", no_argument, 0, 'h'},
+      {"finetune-data", required_argument, 0, 1000}, {"finetune-epochs", required_argument, 0, 1001},
+      {"finetune-steps", required_argument, 0, 1002}, {"finetune-lr", required_argument, 0, 1003},
+      {"finetune-batch", required_argument, 0, 1004}, {"finetune-warmup", required_argument, 0, 1005},
+      {"finetune-weight-decay", required_argument, 0, 1006},
+      {"finetune-seed", required_argument, 0, 1007},
+      {"finetune-augment-shift", required_argument, 0, 1008}, {"eval", required_argument, 0, 1009},
       {0, 0, 0, 0}};
   otf_fuse_opts o;
   otf_fuse_opts_default(&o);
   const char *out = NULL;
   otf_dtype dtype = OTF_DT_COUNT;
   int nweights = 0, c;
+  /* --finetune-*: fuse into a temporary folder, finetune from it into -o */
+  static const char *const ft_keys[] = {"epochs", "steps", "lr", "batch", "warmup",
+                                        "weight-decay", "seed", "augment-shift"};
+  otf_finetune_opts ft;
+  otf_finetune_opts_default(&ft);
+  const char *ft_data = NULL, *ft_eval = NULL;
+  int ft_epochs = 0, ft_steps = 0;
   optind = 1;
   while((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
     char *end = NULL;
@@ -178,6 +200,13 @@ int otf_cli_fuse(int argc, char **argv) {
         bad = "--tokens must be all, cls or window-K (1 <= K <= 4096)";
       break;
     case 'o': out = optarg; break;
+    case 1000: ft_data = optarg; break;
+    case 1009: ft_eval = optarg; break;
+    case 1001: case 1002: case 1003: case 1004: case 1005: case 1006: case 1007: case 1008:
+      ft_epochs |= c == 1001;
+      ft_steps |= c == 1002;
+      bad = otf_cli_finetune_set(&ft, ft_keys[c - 1001], optarg);
+      break;
     case 'h': fuse_usage(stdout); return 0;
     default: fuse_usage(stderr); return 2;
     }
@@ -204,6 +233,20 @@ int otf_cli_fuse(int argc, char **argv) {
     fprintf(stderr, "otfuse fuse: --anchor %d but only %d models\n", o.anchor, n);
     return 2;
   }
+  if((ft_epochs || ft_steps || ft_eval) && !ft_data) {
+    fprintf(stderr, "otfuse fuse: --finetune-epochs/--finetune-steps/--eval need --finetune-data\n");
+    return 2;
+  }
+  if(ft_data && ft_epochs == ft_steps) {
+    fprintf(stderr, "otfuse fuse: give exactly one budget: --finetune-epochs or --finetune-steps\n");
+    return 2;
+  }
+  char ft_tmp[4096];
+  const char *ft_out = out;
+  if(ft_data) {
+    snprintf(ft_tmp, sizeof(ft_tmp), "%s.fused.%ld", out, (long)getpid());
+    out = ft_tmp;
+  }
   otf_fuse_ctl ctl = {0};
   if(isatty(2))
     ctl.progress = tty_progress;
@@ -219,6 +262,11 @@ int otf_cli_fuse(int argc, char **argv) {
     return 1;
   }
   printf("%s\n", summary ? summary : "{}");
+  if(ft_data) {
+    int ret = otf_cli_fuse_finetune(out, ft_data, ft_eval, &ft, ft_out, summary);
+    otf_free(summary);
+    return ret;
+  }
   otf_free(summary);
   return 0;
 }

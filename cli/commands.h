@@ -19,5 +19,10 @@ const char *otf_cli_finetune_set(struct otf_finetune_opts *o, const char *key,
 int otf_cli_finetune_run(const char *model_dir, const char *data, const char *eval,
                          const struct otf_finetune_opts *o, const char *out,
                          const char *extra_provenance, const char *cmd);
+/* otfuse fuse --finetune-*: finetunes the fusion in fused_dir into out
+ * (the fusion summary goes into the provenance), then removes fused_dir. */
+int otf_cli_fuse_finetune(const char *fused_dir, const char *data, const char *eval,
+                          const struct otf_finetune_opts *o, const char *out,
+                          const char *fuse_summary);
 
 #endif
