@@ -54,6 +54,29 @@
 #define OTF_MAX_IMAGE_SIDE 65536
 #define OTF_MAX_CHANNELS 64
 
+/* ---- the service (otfused) ---- */
+
+/* Request body bytes. A job spec is a few KiB even with 16 models and long
+ * metadata; 1 MiB leaves room without letting a client fill memory. */
+#define OTF_MAX_BODY_BYTES ((size_t)1 << 20)
+
+/* Request target (path + query) length: ids are 21 characters, artifact
+ * names a few dozen; URLs over 4 KiB are not ours. */
+#define OTF_MAX_URL_BYTES 4096
+
+/* Jobs waiting in the queue before POST /v1/jobs answers 429: each queued
+ * job costs a row; a backlog this long means the pool is undersized. */
+#define OTF_DEFAULT_MAX_QUEUED 1000
+
+/* Simultaneous HTTP connections (file descriptors and per-connection state). */
+#define OTF_DEFAULT_MAX_CONNECTIONS 1024
+
+/* Items one list or events page returns at most. */
+#define OTF_MAX_PAGE 500
+
+/* Idempotency-Key length: UUIDs are 36 characters; 255 is what common APIs accept. */
+#define OTF_MAX_IDEM_KEY 255
+
 _Static_assert(OTF_MAX_OT_SIDE <= INT32_MAX, "OT indices are int32");
 _Static_assert(OTF_MAX_OT_CELLS <= SIZE_MAX / sizeof(double),
                "a dense OT matrix must be addressable");
