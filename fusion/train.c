@@ -90,6 +90,12 @@ struct otf_train {
 #define PG(t, s) ((t)->pg[(s)])
 #define GG(t, s) ((t)->gg[(s)])
 
+int otf_train_arch_supported(const char *arch_name) {
+  return arch_name && (!strcmp(arch_name, "ViTForImageClassification") ||
+                       !strcmp(arch_name, "BertForSequenceClassification") ||
+                       !strcmp(arch_name, "BertForMaskedLM"));
+}
+
 const otf_model_config *otf_train_config(const otf_train *t) { return t->cfg; }
 int otf_train_is_mlm(const otf_train *t) { return t->head == HEAD_MLM; }
 size_t otf_train_param_count(const otf_train *t) { return t->nparams; }

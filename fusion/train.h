@@ -47,6 +47,9 @@ typedef struct otf_train_param {
 
 typedef struct otf_train otf_train;
 
+/* 1 when an architecture (HF class name) can be trained. */
+int otf_train_arch_supported(const char *arch_name);
+
 /* Copies m's weights (borrowed; only read here) into a new training state
  * for batches of up to max_batch samples (BERT: max_seq tokens each,
  * clamped to max_position_embeddings). *out: caller owns,

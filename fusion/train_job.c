@@ -160,6 +160,13 @@ otf_status otf_finetune_dir(const char *model_dir, const char *train_path,
     goto done;
   const otf_model_config *cfg = otf_model_cfg(j.m);
   int mlm = !strcmp(otf_model_arch(j.m)->name, "BertForMaskedLM");
+  if(!otf_train_arch_supported(otf_model_arch(j.m)->name)) {
+    rc = OTF_FAIL(err, OTF_E_UNSUPPORTED, NULL,
+                  "%s has no training head (ViTForImageClassification, "
+                  "BertForSequenceClassification and BertForMaskedLM can be trained)",
+                  otf_model_arch(j.m)->name);
+    goto done;
+  }
   if((rc = otf_st_open(&j.f, train_path, err)) != OTF_OK)
     goto done;
   const char *mname = "model";
