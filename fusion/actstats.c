@@ -31,6 +31,10 @@
 #include "fusion/safetensors.h"
 
 #define DEFAULT_BATCH 32
+/* Rows (tokens) per forward pass when the caller leaves the batch to us:
+ * enough for full-speed GEMMs, few enough that the anchor's held rows stay
+ * small (BERT-base: 12 layers x 4 taps x 768 x 1024 x 4 B = 151 MB). */
+#define DEFAULT_ROWS 1024
 /* Samples per forward pass: as for evaluation, beyond this the workspace
  * grows without making the BLAS calls any faster. */
 #define MAX_BATCH 4096
@@ -43,12 +47,26 @@
  * reference would divide rounding noise by 1e-9). */
 #define DEAD_REL 1e-6
 
+/* How a (tap, layer)'s statistics are kept. */
+typedef enum pair_kind {
+  PAIR_DIRECT = 0, /* sums and the cross-product of the tap's own values */
+  PAIR_INPUT,      /* an internal input tap (QKV_IN, FFN_IN): as DIRECT,
+                      plus both models' full Gram matrices */
+  PAIR_DERIVED,    /* Q, K, V, FFN_PRE: nothing accumulated; the cost comes
+                      from the input pair's moments and the weights */
+} pair_kind;
+
 /* One collected (tap, layer). */
 typedef struct pair {
   otf_tap tap;
   int layer;            /* -1 outside the layers */
   size_t np, na;        /* widths: parent, anchor */
   size_t rps;           /* rows per sample the tap delivers */
+  pair_kind kind;
+  struct pair *src;     /* PAIR_DERIVED: the input pair of the same layer */
+  otf_slot slot;        /* PAIR_DERIVED: the projection's weight slot */
+  double *gram_p, *gram_a; /* PAIR_INPUT: [np, np], [na, na], upper triangles
+                              of sum_t (x - shift)(x - shift)^T */
   /* Accumulators (carved from the stats' block), all over shifted values. */
   double *shift_p, *shift_a; /* [np], [na]: first batch's means */
   double *sum_p, *sum_a;     /* sum_t (x - shift) */
@@ -66,7 +84,9 @@ typedef struct pair {
 struct otf_actstats {
   size_t npairs;
   pair *pairs;
-  int base[OTF_TAP_COUNT]; /* first pair of a tap; -1: not collected */
+  int base[OTF_TAP_ALL_COUNT]; /* first pair of a tap; -1: not collected */
+  uint32_t fwd_taps;       /* what the forward passes deliver */
+  const otf_model *parent, *anchor; /* borrowed: weights of derived taps */
   int layers;
   size_t tps;              /* tokens per sample (ViT: patches + cls) */
   uint64_t tokens;         /* kept tokens over all samples */
@@ -74,17 +94,39 @@ struct otf_actstats {
 };
 
 /* Taps delivered once per encoder layer (the others come once per pass). */
-static int per_layer(otf_tap t) { return t >= OTF_TAP_Q && t <= OTF_TAP_RESID_FFN; }
+static int per_layer(otf_tap t) {
+  return (t >= OTF_TAP_Q && t <= OTF_TAP_RESID_FFN) || t == OTF_TAP_QKV_IN ||
+         t == OTF_TAP_FFN_IN;
+}
+
+/* The weight slot of a tap that is a linear map of an input tap, and that
+ * input; OTF_SLOT_COUNT when the tap is collected directly. The Q/K/V and
+ * intermediate projections are the costly taps to collect directly (the
+ * intermediate's F x F cross-product per observation is most of the work
+ * at BERT-base size); their input's d x d moments give the same
+ * correlations, because a linear map's covariances are W Cov W^T (biases
+ * drop out). */
+static otf_slot derived_slot(otf_tap t, otf_tap *input) {
+  *input = t == OTF_TAP_FFN_PRE ? OTF_TAP_FFN_IN : OTF_TAP_QKV_IN;
+  switch(t) {
+  case OTF_TAP_Q: return OTF_SLOT_Q_W;
+  case OTF_TAP_K: return OTF_SLOT_K_W;
+  case OTF_TAP_V: return OTF_SLOT_V_W;
+  case OTF_TAP_FFN_PRE: return OTF_SLOT_FC1_W;
+  default: return OTF_SLOT_COUNT;
+  }
+}
 
 static const char *tap_name(otf_tap t) {
-  static const char *const names[OTF_TAP_COUNT] = {
+  static const char *const names[OTF_TAP_ALL_COUNT] = {
       "EMBEDDINGS", "PATCH_EMBED", "Q",       "K",         "V",     "ATTN_OUT",
-      "RESID_ATTN", "FFN_PRE",     "FFN_OUT", "RESID_FFN", "FINAL", "POOLED"};
-  return (unsigned)t < OTF_TAP_COUNT ? names[t] : "?";
+      "RESID_ATTN", "FFN_PRE",     "FFN_OUT", "RESID_FFN", "FINAL", "POOLED",
+      "QKV_IN",     "FFN_IN"};
+  return (unsigned)t < OTF_TAP_ALL_COUNT ? names[t] : "?";
 }
 
 static pair *find_pair(const otf_actstats *s, otf_tap tap, int layer) {
-  if((unsigned)tap >= OTF_TAP_COUNT || s->base[tap] < 0)
+  if((unsigned)tap >= OTF_TAP_ALL_COUNT || s->base[tap] < 0)
     return NULL;
   if(per_layer(tap)) {
     if(layer < 0 || layer >= s->layers)
@@ -285,6 +327,13 @@ static otf_status parent_tap(void *ctx, otf_tap tap, int layer, const float *x, 
     /* cross [np, na] += xp^T [np, m] xa [m, na] */
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)np, (blasint)na, (blasint)m,
                 1.0, r->xp, (blasint)np, r->xa, (blasint)na, 1.0, p->cross, (blasint)na);
+    if(p->kind == PAIR_INPUT) {
+      /* gram (upper) += x^T x, for both models */
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)np, (blasint)m, 1.0, r->xp,
+                  (blasint)np, 1.0, p->gram_p, (blasint)np);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)na, (blasint)m, 1.0, r->xa,
+                  (blasint)na, 1.0, p->gram_a, (blasint)na);
+    }
   }
   p->n += k;
   return OTF_OK;
@@ -299,14 +348,22 @@ static int cmp_double(const void *a, const void *b) {
 
 /* inv [n] = 1 / std of each neuron from its shifted sums, 0 for dead ones
  * (std == 0 or below DEAD_REL times the median std). scratch: [n]. */
+static void dead_rule(double *inv, size_t n, double *scratch);
+
 static void inverse_stds(double *inv, const double *sum, const double *sq, size_t n,
                          uint64_t N, double *scratch) {
   double Nd = (double)N;
   for(size_t i = 0; i < n; i++) {
     double var = (sq[i] - sum[i] * (sum[i] / Nd)) / (Nd - 1.0);
     inv[i] = var > 0.0 ? sqrt(var) : 0.0; /* std for now */
-    scratch[i] = inv[i];
   }
+  dead_rule(inv, n, scratch);
+}
+
+/* inv [n] holds stds; becomes 1 / std, 0 for dead neurons. scratch: [n]. */
+static void dead_rule(double *inv, size_t n, double *scratch) {
+  for(size_t i = 0; i < n; i++)
+    scratch[i] = inv[i];
   qsort(scratch, n, sizeof(double), cmp_double);
   double med = n % 2 ? scratch[n / 2] : 0.5 * (scratch[n / 2 - 1] + scratch[n / 2]);
   for(size_t i = 0; i < n; i++)
@@ -323,9 +380,15 @@ static int all_finite(const double *x, size_t n) {
 static otf_status finish(otf_actstats *s, double *scratch, otf_error *err) {
   for(size_t q = 0; q < s->npairs; q++) {
     pair *p = &s->pairs[q];
+    if(p->kind == PAIR_DERIVED) {
+      p->n = p->src->n;
+      continue;
+    }
     if(!all_finite(p->sum_p, p->np) || !all_finite(p->sq_p, p->np) ||
        !all_finite(p->sum_a, p->na) || !all_finite(p->sq_a, p->na) ||
-       !all_finite(p->cross, p->np * p->na))
+       !all_finite(p->cross, p->np * p->na) ||
+       (p->kind == PAIR_INPUT &&
+        (!all_finite(p->gram_p, p->np * p->np) || !all_finite(p->gram_a, p->na * p->na))))
       return OTF_FAIL(err, OTF_E_NUMERIC, NULL,
                       "non-finite activations at tap %s layer %d", tap_name(p->tap), p->layer);
     if(p->n < 2)
@@ -348,7 +411,9 @@ static int add_mul(size_t *acc, size_t a, size_t b) {
  * start cache-line aligned. */
 static size_t up8(size_t words) { return (words + 7) & ~(size_t)7; }
 
-/* Allocates the stats and their pairs for the requested taps. */
+/* Allocates the stats and their pairs for the requested taps: the
+ * projections Q, K, V and FFN_PRE become derived pairs over the internal
+ * input taps, which are collected in their place. */
 static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
                              const otf_model_config *ca, uint32_t taps, size_t T,
                              otf_error *err) {
@@ -365,12 +430,22 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
     T = P + 1;
   }
   s->tps = T;
+  uint32_t all = taps;
   for(int t = 0; t < OTF_TAP_COUNT; t++) {
+    otf_tap in;
+    if((taps & OTF_TAP_BIT(t)) && derived_slot((otf_tap)t, &in) != OTF_SLOT_COUNT)
+      all |= OTF_TAP_BIT(in);
+  }
+  s->fwd_taps = 0;
+  for(int t = 0; t < OTF_TAP_ALL_COUNT; t++) {
     s->base[t] = -1;
-    if(taps & OTF_TAP_BIT(t)) {
-      s->base[t] = (int)s->npairs;
-      s->npairs += per_layer((otf_tap)t) ? (size_t)s->layers : 1;
-    }
+    otf_tap in;
+    if(!(all & OTF_TAP_BIT(t)))
+      continue;
+    if(derived_slot((otf_tap)t, &in) == OTF_SLOT_COUNT)
+      s->fwd_taps |= OTF_TAP_BIT(t);
+    s->base[t] = (int)s->npairs;
+    s->npairs += per_layer((otf_tap)t) ? (size_t)s->layers : 1;
   }
   size_t words = 0;
   if(s->npairs == 0) {
@@ -383,10 +458,12 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
     rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for %zu tap statistics", s->npairs);
     goto fail;
   }
-  for(int t = 0; t < OTF_TAP_COUNT; t++) {
+  for(int t = 0; t < OTF_TAP_ALL_COUNT; t++) {
     if(s->base[t] < 0)
       continue;
     int nl = per_layer((otf_tap)t) ? s->layers : 1;
+    otf_tap in;
+    otf_slot slot = derived_slot((otf_tap)t, &in);
     for(int l = 0; l < nl; l++) {
       pair *p = &s->pairs[s->base[t] + l];
       p->tap = (otf_tap)t;
@@ -395,8 +472,17 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
       p->np = (size_t)(ffn ? cp->intermediate_size : cp->hidden_size);
       p->na = (size_t)(ffn ? ca->intermediate_size : ca->hidden_size);
       p->rps = t == OTF_TAP_POOLED ? 1 : t == OTF_TAP_PATCH_EMBED ? P : T;
+      p->kind = slot != OTF_SLOT_COUNT                         ? PAIR_DERIVED
+                : t == OTF_TAP_QKV_IN || t == OTF_TAP_FFN_IN ? PAIR_INPUT
+                                                               : PAIR_DIRECT;
+      p->slot = slot;
+      if(p->kind == PAIR_DERIVED) {
+        p->src = &s->pairs[s->base[in] + l];
+        continue;
+      }
       size_t w = 0;
       if(!add_mul(&w, p->np, p->na) || !add_mul(&w, 4, p->np + p->na) ||
+         (p->kind == PAIR_INPUT && (!add_mul(&w, p->np, p->np) || !add_mul(&w, p->na, p->na))) ||
          !add_mul(&words, up8(w), 1)) {
         rc = OTF_FAIL(err, OTF_E_TOO_LARGE, "taps", "statistics for widths %zu x %zu overflow",
                       p->np, p->na);
@@ -408,7 +494,7 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
     rc = OTF_FAIL(err, OTF_E_TOO_LARGE, "taps", "statistics too large");
     goto fail;
   }
-  s->acc = otf_malloc_aligned(words * sizeof(double));
+  s->acc = otf_malloc_aligned((words ? words : 1) * sizeof(double));
   if(!s->acc) {
     rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for %zu bytes of statistics",
                   words * sizeof(double));
@@ -418,6 +504,8 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
   double *cur = s->acc;
   for(size_t q = 0; q < s->npairs; q++) {
     pair *p = &s->pairs[q];
+    if(p->kind == PAIR_DERIVED)
+      continue;
     double *start = cur;
     double **vp[] = {&p->shift_p, &p->sum_p, &p->sq_p, &p->inv_p};
     double **va[] = {&p->shift_a, &p->sum_a, &p->sq_a, &p->inv_a};
@@ -428,7 +516,15 @@ static otf_status plan_pairs(otf_actstats **out, const otf_model_config *cp,
       cur += p->na;
     }
     p->cross = cur;
-    cur = start + up8(p->np * p->na + 4 * (p->np + p->na));
+    cur += p->np * p->na;
+    size_t w = p->np * p->na + 4 * (p->np + p->na);
+    if(p->kind == PAIR_INPUT) {
+      p->gram_p = cur;
+      cur += p->np * p->np;
+      p->gram_a = cur;
+      w += p->np * p->np + p->na * p->na;
+    }
+    cur = start + up8(w);
   }
   *out = s;
   return OTF_OK;
@@ -450,6 +546,8 @@ static otf_status plan_work(work *wk, otf_actstats *s, size_t T, size_t B, otf_e
   int ok = 1;
   for(size_t q = 0; q < s->npairs; q++) {
     const pair *p = &s->pairs[q];
+    if(p->kind == PAIR_DERIVED)
+      continue;
     /* B x tokens was bounded by INT_MAX in otf_forward_create. */
     size_t rows = B * p->rps;
     maxp = p->np > maxp ? p->np : maxp;
@@ -481,6 +579,8 @@ static otf_status plan_work(work *wk, otf_actstats *s, size_t T, size_t B, otf_e
   cur += up8(tok) * sizeof(size_t);
   for(size_t q = 0; q < s->npairs; q++) {
     pair *p = &s->pairs[q];
+    if(p->kind == PAIR_DERIVED)
+      continue;
     p->abuf = (float *)(void *)cur;
     cur += ((B * p->rps * p->na + 15) & ~(size_t)15) * sizeof(float);
   }
@@ -575,7 +675,7 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
   rc = check_models(cp, ca, err);
   if(rc != OTF_OK)
     return rc;
-  size_t B = opts->batch ? opts->batch : DEFAULT_BATCH;
+  size_t B = opts->batch;
   if(B > MAX_BATCH)
     return OTF_FAIL(err, OTF_E_INVAL, "batch", "batch %zu exceeds %d", B, MAX_BATCH);
   rc = otf_st_open(&f, calibration_path, err);
@@ -594,6 +694,16 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
     goto fail;
   }
   size_t nsel = opts->samples ? opts->samples : N;
+  if(B == 0) {
+    /* About DEFAULT_ROWS rows per pass: the anchor's kept rows of every
+     * collected tap and layer are held for one batch. */
+    size_t tps = cp->family == OTF_FAMILY_VIT
+                     ? (size_t)(cp->image_size / cp->patch_size) *
+                               (size_t)(cp->image_size / cp->patch_size) + 1
+                     : (T ? T : 1);
+    B = DEFAULT_ROWS / tps;
+    B = B < 1 ? 1 : B > DEFAULT_BATCH ? DEFAULT_BATCH : B;
+  }
   B = B < nsel ? B : nsel;
   sel = otf_malloc_array(N, sizeof(size_t));
   if(!sel) {
@@ -644,8 +754,8 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
     otf_batch b;
     r.batch_no = bi + 1;
     if((rc = fill_batch(&b, &r, &wk, ds, sel + s0, n, err)) != OTF_OK ||
-       (rc = otf_forward_run(fa, &b, NULL, opts->taps, anchor_tap, &r, err)) != OTF_OK ||
-       (rc = otf_forward_run(fp, &b, NULL, opts->taps, parent_tap, &r, err)) != OTF_OK)
+       (rc = otf_forward_run(fa, &b, NULL, s->fwd_taps, anchor_tap, &r, err)) != OTF_OK ||
+       (rc = otf_forward_run(fp, &b, NULL, s->fwd_taps, parent_tap, &r, err)) != OTF_OK)
       goto fail;
     s->tokens += r.windowed ? (uint64_t)n * r.win_per[0]
                  : r.keep    ? (uint64_t)r.nkeep
@@ -656,6 +766,8 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
   rc = finish(s, wk.xp, err);
   if(rc != OTF_OK)
     goto fail;
+  s->parent = parent;
+  s->anchor = anchor;
   *out = s;
   s = NULL;
 fail:
@@ -672,11 +784,144 @@ fail:
   return rc;
 }
 
+/* A projection weight of m at layer as double [rows, cols] = [out, in],
+ * whatever its storage order. ftmp: [rows * cols]. */
+static otf_status load_weight(double *out, float *ftmp, const otf_model *m, otf_slot slot,
+                              int layer, size_t rows, size_t cols, otf_error *err) {
+  const otf_arch *a = otf_model_arch(m);
+  const otf_tensor_spec *spec = NULL;
+  for(size_t i = 0; a && i < a->n_layer && !spec; i++)
+    if(a->layer[i].slot == slot)
+      spec = &a->layer[i];
+  const otf_st_tensor *t = spec ? otf_model_tensor(m, spec, layer) : NULL;
+  if(!t || t->numel != (uint64_t)rows * cols)
+    return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "%s: no %zu x %zu weight for slot %d of layer %d",
+                    otf_model_dir(m), rows, cols, (int)slot, layer);
+  otf_status rc = otf_st_read_f32(ftmp, t, err);
+  otf_st_release(t);
+  if(rc != OTF_OK)
+    return rc;
+  int tr = (spec->flags & OTF_TF_TRANSPOSED) != 0;
+  for(size_t r = 0; r < rows; r++)
+    for(size_t c = 0; c < cols; c++)
+      out[r * cols + c] = (double)(tr ? ftmp[c * rows + r] : ftmp[r * cols + c]);
+  return OTF_OK;
+}
+
+/* cov [n, m] = (x - shift)(y - shift)^T sums minus sum_x sum_y^T / N: the
+ * centred second moments. src [n, m], or the upper triangle of a square
+ * [n, n] when sym (the lower is filled from it). */
+static void centred(double *cov, const double *src, const double *sx, const double *sy,
+                    size_t n, size_t m, int sym, double N) {
+  for(size_t i = 0; i < n; i++)
+    for(size_t j = 0; j < m; j++) {
+      double v = sym && j < i ? src[j * m + i] : src[i * m + j];
+      cov[i * m + j] = v - sx[i] * (sy[j] / N);
+    }
+}
+
+/* Derived pair p: with Cp, Ca, Cpa the input's centred moments and Wp, Wa
+ * the projection weights, the output's centred cross-products are
+ * Wp Cpa Wa^T (into cost) and its centred sums of squares diag(Wp Cp Wp^T)
+ * (into varp) and diag(Wa Ca Wa^T) (into vara). Everything in double. */
+static otf_status derived_moments(const otf_actstats *s, const pair *p, double *cost,
+                                  double *varp, double *vara, otf_error *err) {
+  const pair *in = p->src;
+  const size_t dp = in->np, da = in->na, np = p->np, na = p->na;
+  const double N = (double)in->n;
+  size_t dmax = dp > da ? dp : da, nmax = np > na ? np : na;
+  double *cpa = otf_malloc_array(dp * da, sizeof(double));
+  double *cp = otf_malloc_array(dp * dp, sizeof(double));
+  double *ca = otf_malloc_array(da * da, sizeof(double));
+  double *wp = otf_malloc_array(np * dp, sizeof(double));
+  double *wa = otf_malloc_array(na * da, sizeof(double));
+  double *t = otf_malloc_array(nmax * dmax, sizeof(double));
+  float *ft = otf_malloc_array(nmax * dmax, sizeof(float));
+  otf_status rc = OTF_OK;
+  if(!cpa || !cp || !ca || !wp || !wa || !t || !ft) {
+    rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for the cost of tap %s layer %d",
+                  tap_name(p->tap), p->layer);
+    goto done;
+  }
+  if((rc = load_weight(wp, ft, s->parent, p->slot, p->layer, np, dp, err)) != OTF_OK ||
+     (rc = load_weight(wa, ft, s->anchor, p->slot, p->layer, na, da, err)) != OTF_OK)
+    goto done;
+  centred(cpa, in->cross, in->sum_p, in->sum_a, dp, da, 0, N);
+  centred(cp, in->gram_p, in->sum_p, in->sum_p, dp, dp, 1, N);
+  centred(ca, in->gram_a, in->sum_a, in->sum_a, da, da, 1, N);
+  /* t [np, da] = Wp Cpa; cost [np, na] = t Wa^T */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)np, (blasint)da, (blasint)dp,
+              1.0, wp, (blasint)dp, cpa, (blasint)da, 0.0, t, (blasint)da);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)na, (blasint)da,
+              1.0, t, (blasint)da, wa, (blasint)da, 0.0, cost, (blasint)na);
+  /* t [np, dp] = Wp Cp; varp_i = t_i . wp_i; the same for the anchor */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)np, (blasint)dp, (blasint)dp,
+              1.0, wp, (blasint)dp, cp, (blasint)dp, 0.0, t, (blasint)dp);
+  for(size_t i = 0; i < np; i++) {
+    double v = 0.0;
+    for(size_t k = 0; k < dp; k++)
+      v += t[i * dp + k] * wp[i * dp + k];
+    varp[i] = v;
+  }
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)na, (blasint)da, (blasint)da,
+              1.0, wa, (blasint)da, ca, (blasint)da, 0.0, t, (blasint)da);
+  for(size_t j = 0; j < na; j++) {
+    double v = 0.0;
+    for(size_t k = 0; k < da; k++)
+      v += t[j * da + k] * wa[j * da + k];
+    vara[j] = v;
+  }
+done:
+  otf_free(cpa);
+  otf_free(cp);
+  otf_free(ca);
+  otf_free(wp);
+  otf_free(wa);
+  otf_free(t);
+  otf_free(ft);
+  return rc;
+}
+
+/* Cost of a derived pair from its centred cross-products (already in cost)
+ * and sums of squares: the same Pearson form and dead-neuron rule as the
+ * collected taps. */
+static otf_status derived_cost(const otf_actstats *s, const pair *p, double *cost,
+                               otf_error *err) {
+  const size_t np = p->np, na = p->na;
+  double *v = otf_malloc_array(2 * (np + na) + (np > na ? np : na), sizeof(double));
+  if(!v)
+    return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for the cost of tap %s layer %d",
+                    tap_name(p->tap), p->layer);
+  double *invp = v, *inva = v + np, *scratch = v + np + na;
+  otf_status rc = derived_moments(s, p, cost, invp, inva, err);
+  if(rc == OTF_OK) {
+    const double n1 = (double)p->n - 1.0;
+    for(size_t i = 0; i < np; i++)
+      invp[i] = invp[i] > 0.0 ? sqrt(invp[i] / n1) : 0.0;
+    for(size_t j = 0; j < na; j++)
+      inva[j] = inva[j] > 0.0 ? sqrt(inva[j] / n1) : 0.0;
+    dead_rule(invp, np, scratch);
+    dead_rule(inva, na, scratch);
+    for(size_t i = 0; i < np; i++) {
+      const double ii = invp[i] / n1;
+      double *out = cost + i * na;
+      for(size_t j = 0; j < na; j++) {
+        double r = out[j] * ii * inva[j];
+        r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
+        double c2 = 2.0 * n1 * (1.0 - r);
+        out[j] = c2 > 0.0 ? sqrt(c2) : 0.0;
+      }
+    }
+  }
+  otf_free(v);
+  return rc;
+}
+
 otf_status otf_actstats_cost(const otf_actstats *s, otf_tap tap, int layer, double *cost,
                              size_t n_parent, size_t n_anchor, otf_error *err) {
   if(!s || !cost)
     return OTF_FAIL(err, OTF_E_INVAL, NULL, "statistics and a cost buffer are required");
-  const pair *p = find_pair(s, tap, layer);
+  const pair *p = (unsigned)tap < OTF_TAP_COUNT ? find_pair(s, tap, layer) : NULL;
   if(!p)
     return OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "tap %s layer %d was not collected",
                     tap_name(tap), layer);
@@ -688,6 +933,8 @@ otf_status otf_actstats_cost(const otf_actstats *s, otf_tap tap, int layer, doub
     return OTF_FAIL(err, OTF_E_INVAL, NULL,
                     "need at least 2 observations for tap %s layer %d, have %llu",
                     tap_name(tap), layer, (unsigned long long)p->n);
+  if(p->kind == PAIR_DERIVED)
+    return derived_cost(s, p, cost, err);
   const double N = (double)p->n, n1 = N - 1.0;
   const size_t np = p->np, na = p->na;
   for(size_t i = 0; i < np; i++) {

@@ -26,19 +26,36 @@
  * identical one is ~sqrt(2 (N - 1) x 1e-15), not exactly 0 (the Pearson
  * form cannot do better in double).
  *
+ * Projections: Q, K, V and FFN_PRE are linear maps of one input each
+ * (the attention's and the intermediate dense's, internal taps QKV_IN and
+ * FFN_IN of forward.h), so their centred cross-products are Wp Cpa Wa^T
+ * and their sums of squares diag(Wp Cp Wp^T), with Cpa, Cp, Ca the
+ * input's centred parent x anchor, parent and anchor second moments
+ * (biases drop out). Those d x d moments are what is accumulated for
+ * them (QKV_IN once for Q, K and V), and otf_actstats_cost applies the
+ * weights, read again from the models, in double. At BERT-base size this
+ * replaces a 3072 x 3072 product per observation for FFN_PRE by three
+ * 768 x 768 ones. The result equals the direct way up to the float
+ * rounding of the projections in the forward pass (the direct way sees
+ * rounded outputs).
+ *
  * Memory: the statistics kept (freed by otf_actstats_free) are
- *   8 bytes x sum over collected (tap, layer) of (np x na + 4 (np + na))
- * with np, na the parent's and anchor's widths there (hidden_size, or
- * intermediate_size for FFN_PRE); per-layer taps (Q .. RESID_FFN) count
- * once per layer. During collection only, on top of both models' float32
- * weights and forward workspaces:
- *   4 bytes x B x sum over (tap, layer) of (rows per sample x na)
+ *   8 bytes x sum over accumulated (tap, layer) of (np x na + 4 (np + na))
+ * plus np^2 + na^2 more for the input taps, with np, na the parent's and
+ * anchor's widths there (hidden_size; FFN_PRE needs no block of its own);
+ * per-layer taps count once per layer. During collection only, on top of
+ * both models' float32 weights (mapped in place when stored F32) and
+ * forward workspaces:
+ *   4 bytes x B x sum over accumulated (tap, layer) of (rows per sample x na)
  * for the anchor's batch (B = batch; rows per sample: tokens, P patches
  * for PATCH_EMBED, 1 for POOLED), 8 x min(B x max rows per sample, 1024) x
  * (max np + max na) bytes of double scratch, one batch of inputs, and 8 x N
- * for the sample indices. Example, BERT-base both sides, all 8 per-layer
- * taps x 12 layers: 12 x (7 x 768^2 + 3072^2) x 8 B ~ 1.3 GB of
- * statistics (each pair's block is rounded up to 64 bytes). Everything is allocated before the first batch. */
+ * for the sample indices. Example, BERT-base both sides, the six taps
+ * fusion uses (Q, K, V, ATTN_OUT, FFN_PRE, FFN_OUT) x 12 layers: 12 x 8 x
+ * 768^2 x 8 B ~ 450 MB of statistics (was 1.2 GB with FFN_PRE's
+ * 3072 x 3072 block), and ~150 MB of anchor rows at the default batch.
+ * Everything is allocated before the first batch; otf_actstats_cost
+ * allocates its scratch (for FFN_PRE at BERT-base size ~100 MB) per call. */
 #ifndef OTF_ACTSTATS_H
 #define OTF_ACTSTATS_H
 
@@ -55,7 +72,8 @@ typedef struct otf_calib_opts {
   size_t samples;  /* 0 = all samples in the file; else the first N after a
                       seeded shuffle */
   uint64_t seed;
-  size_t batch;    /* forward batch size, 0 = 32 */
+  size_t batch;    /* forward batch size, 0 = about 1024 tokens per batch
+                      (1 to 32 samples) */
   uint32_t taps;   /* OR of OTF_TAP_BIT(...) to collect */
   int window;      /* ViT token filter, the reference's window_k on any
                       patch grid: 0 = every token; K > 0 = the cls token
@@ -68,7 +86,8 @@ typedef struct otf_calib_opts {
 /* Reads the calibration file (ViT: pixel_values F32/F16/BF16 [N, C, H,
  * W]; BERT: input_ids I64 [N, T], optional attention_mask and
  * token_type_ids I64 [N, T]; labels and anything else ignored), runs both
- * models, and accumulates the statistics. parent and anchor are borrowed; they may
+ * models, and accumulates the statistics. parent and anchor are borrowed
+ * and must outlive *out (the derived taps read their weights); they may
  * differ in widths (heterogeneous) but must take the same inputs (same
  * family; ViT: same image_size, patch_size, num_channels; BERT: every id
  * and token type inside both vocabularies, the sequence within both
@@ -94,7 +113,9 @@ otf_status otf_actstats_collect(otf_actstats **out, const otf_model *parent,
 
 /* Cost between the parent's and the anchor's neurons of a tap at a layer
  * (-1 for taps outside the layers): cost [n_parent, n_anchor], row-major,
- * in [0, 2 sqrt(N - 1)]; out, caller-allocated. Allocates nothing.
+ * in [0, 2 sqrt(N - 1)]; out, caller-allocated. Derived taps (Q, K, V,
+ * FFN_PRE) allocate scratch for the call (OTF_E_NOMEM) and read the
+ * weights from the models (OTF_E_IO / OTF_E_FORMAT as otf_st_read_f32).
  * OTF_E_NOT_FOUND when that tap and layer were not collected; OTF_E_INVAL
  * when n_parent / n_anchor are not the widths collected, or when fewer
  * than 2 observations were seen ("need at least 2 observations"). */

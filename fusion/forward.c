@@ -519,6 +519,8 @@ static otf_status layer_pass(otf_forward *f, int L, size_t n, size_t T, const ta
     layernorm(f->h, f->x, W[OTF_SLOT_LN1_W], W[OTF_SLOT_LN1_B], R, D, eps);
     in = f->h;
   }
+  if((rc = emit(t, OTF_TAP_QKV_IN, L, in, R, D)) != OTF_OK)
+    return rc;
   linear(f->q, in, W[OTF_SLOT_Q_W], W[OTF_SLOT_Q_B], R, D, D);
   linear(f->k, in, W[OTF_SLOT_K_W], W[OTF_SLOT_K_B], R, D, D);
   linear(f->v, in, W[OTF_SLOT_V_W], W[OTF_SLOT_V_B], R, D, D);
@@ -542,6 +544,8 @@ static otf_status layer_pass(otf_forward *f, int L, size_t n, size_t T, const ta
       return rc;
     in = f->x;
   }
+  if((rc = emit(t, OTF_TAP_FFN_IN, L, in, R, D)) != OTF_OK)
+    return rc;
   linear(f->ff, in, W[OTF_SLOT_FC1_W], W[OTF_SLOT_FC1_B], R, D, F);
   if((rc = emit(t, OTF_TAP_FFN_PRE, L, f->ff, R, F)) != OTF_OK)
     return rc;
@@ -563,7 +567,7 @@ static otf_status validate(const otf_forward *f, const otf_batch *b, float *logi
                     b->n, f->max_batch);
   if(taps && !tap)
     return OTF_FAIL(err, OTF_E_INVAL, NULL, "taps requested without a tap callback");
-  if(taps >> OTF_TAP_COUNT)
+  if(taps >> OTF_TAP_ALL_COUNT)
     return OTF_FAIL(err, OTF_E_INVAL, NULL, "unknown tap bits 0x%x", (unsigned)taps);
   (void)logits;
   if(b->n == 0)

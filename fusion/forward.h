@@ -46,6 +46,17 @@ typedef enum otf_tap {
 
 #define OTF_TAP_BIT(t) (1u << (t))
 
+/* Internal taps, outside the public set above (so that loops up to
+ * OTF_TAP_COUNT and masks of "every tap" are unchanged): the inputs of the
+ * query/key/value projections and of the intermediate dense, [rows,
+ * hidden_size] (ViT: after LN1 / LN2; BERT: the stream entering the layer
+ * / after the attention's LayerNorm). Activation statistics derive those
+ * projections' cross-products from their inputs' second moments, which is
+ * far cheaper for the FFN (d x d instead of F x F per observation). */
+#define OTF_TAP_QKV_IN ((otf_tap)OTF_TAP_COUNT)
+#define OTF_TAP_FFN_IN ((otf_tap)(OTF_TAP_COUNT + 1))
+#define OTF_TAP_ALL_COUNT (OTF_TAP_COUNT + 2)
+
 /* Called synchronously; x is borrowed for the call. layer is -1 outside
  * the layers. A non-OK return stops the forward pass with that status. */
 typedef otf_status (*otf_tap_fn)(void *ctx, otf_tap tap, int layer, const float *x,

@@ -497,6 +497,7 @@ typedef struct fctx {
   /* Anchor magnitudes for the weighted residual policies:
    * mag[tap][layer + 1] = mean |activation| per neuron, or NULL. */
   double *mag[OTF_TAP_COUNT][OTF_MAX_LAYERS + 1];
+  struct sink *sink; /* streamed output, or NULL: tensors kept in out */
 } fctx;
 
 static tmap **space_slot(pstate *p, otf_space sp, int layer, int layers) {
@@ -983,6 +984,155 @@ static unsigned component_of(const otf_arch *a, const otf_tensor_spec *s) {
   }
 }
 
+/* ---- streamed output ---------------------------------------------------- */
+
+/* The output file, planned from the anchor's table before the fusion runs
+ * (names, shapes and dtypes are the anchor's, so the header is known up
+ * front) and filled tensor by tensor as fuse_entry finishes each one: the
+ * fused model is never held whole. */
+typedef struct sink {
+  otf_st_writer *w;
+  otf_st_out *plan;  /* [count], in the order fuse_entry produces them */
+  char *names;       /* plan[k].name point into this block */
+  size_t count, cap, next;
+  otf_dtype cfg_dtype; /* config.json's torch_dtype */
+  void *buf;         /* conversion buffer (16-bit outputs) */
+  size_t buf_bytes;
+} sink;
+
+/* The dtype a fused tensor is written in: dtype, or with OTF_DT_COUNT the
+ * source's when it is 16-bit, else F32. Buffers keep theirs. */
+static otf_dtype out_dtype(const otf_tensor_spec *s, const otf_st_tensor *t, otf_dtype dtype) {
+  if(s->role == OTF_ROLE_BUFFER)
+    return t->dtype;
+  if(dtype != OTF_DT_COUNT)
+    return dtype;
+  return t->dtype == OTF_DT_F16 || t->dtype == OTF_DT_BF16 ? t->dtype : OTF_DT_F32;
+}
+
+/* The anchor's tensor for s at layer that the fusion writes, or NULL when
+ * it writes none (optional and absent, or tied and not stored). name
+ * [512] receives its name. */
+static const otf_st_tensor *output_tensor(const otf_model *am, const otf_tensor_spec *s,
+                                          int layer, char *name, otf_error *err,
+                                          otf_status *rc) {
+  *rc = OTF_OK;
+  if(otf_arch_name(name, 512, s, layer, 0) < 0) {
+    *rc = OTF_FAIL(err, OTF_E_INTERNAL, NULL, "tensor name too long");
+    return NULL;
+  }
+  const otf_st_tensor *ta = otf_model_tensor(am, s, layer);
+  if(!ta || ((s->flags & OTF_TF_TIED) && !otf_ckpt_find(otf_model_ckpt(am), name)))
+    return NULL;
+  return ta;
+}
+
+static void sink_free(sink *k) {
+  if(!k)
+    return;
+  otf_st_writer_free(k->w);
+  otf_free(k->plan);
+  otf_free(k->names);
+  otf_free(k->buf);
+}
+
+static otf_status sink_add(sink *k, const otf_tensor_spec *s, int layer, const otf_model *am,
+                           otf_dtype dtype, size_t *name_used, otf_error *err) {
+  char name[512];
+  otf_status rc;
+  if(s->role == OTF_ROLE_MERGE)
+    return OTF_OK;
+  const otf_st_tensor *ta = output_tensor(am, s, layer, name, err, &rc);
+  if(!ta)
+    return rc;
+  if(k->count == k->cap) {
+    size_t cap = k->cap ? 2 * k->cap : 256;
+    otf_st_out *np = otf_realloc(k->plan, cap * sizeof(*np));
+    if(!np)
+      return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to plan the output");
+    k->plan = np;
+    k->cap = cap;
+  }
+  otf_st_out *o = &k->plan[k->count++];
+  memset(o, 0, sizeof(*o));
+  o->name = (const char *)(uintptr_t)*name_used; /* an offset until the block is final */
+  o->dtype = out_dtype(s, ta, dtype);
+  o->rank = ta->rank;
+  memcpy(o->shape, ta->shape, sizeof(o->shape));
+  if(s->role != OTF_ROLE_BUFFER && (ta->dtype == OTF_DT_F16 || ta->dtype == OTF_DT_BF16))
+    k->cfg_dtype = ta->dtype;
+  size_t len = strlen(name) + 1;
+  char *nn = otf_realloc(k->names, *name_used + len);
+  if(!nn)
+    return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to plan the output");
+  k->names = nn;
+  memcpy(nn + *name_used, name, len);
+  *name_used += len;
+  return OTF_OK;
+}
+
+/* Plans the output from the anchor's table, in fuse_entry's order, and
+ * opens the file with its header written. */
+static otf_status sink_open(sink *k, const otf_model *am, const char *path, otf_dtype dtype,
+                            otf_error *err) {
+  memset(k, 0, sizeof(*k));
+  k->cfg_dtype = dtype == OTF_DT_COUNT ? OTF_DT_F32 : dtype;
+  const otf_arch *a = otf_model_arch(am);
+  int layers = otf_model_cfg(am)->num_layers;
+  size_t used = 0;
+  otf_status rc = OTF_OK;
+  for(int pass = 0; pass < 2 && rc == OTF_OK; pass++)
+    for(size_t i = 0; i < a->n_pre && rc == OTF_OK; i++)
+      if((a->pre[i].role == OTF_ROLE_TOKEN) == (pass == 1))
+        rc = sink_add(k, &a->pre[i], -1, am, dtype, &used, err);
+  for(int l = 0; l < layers && rc == OTF_OK; l++)
+    for(size_t i = 0; i < a->n_layer && rc == OTF_OK; i++)
+      rc = sink_add(k, &a->layer[i], l, am, dtype, &used, err);
+  for(size_t i = 0; i < a->n_post && rc == OTF_OK; i++)
+    rc = sink_add(k, &a->post[i], -1, am, dtype, &used, err);
+  if(rc != OTF_OK)
+    return rc;
+  if(dtype != OTF_DT_COUNT)
+    k->cfg_dtype = dtype;
+  for(size_t j = 0; j < k->count; j++)
+    k->plan[j].name = k->names + (uintptr_t)k->plan[j].name;
+  const char *meta[] = {"producer", "otfuse fuse"};
+  return otf_st_writer_open(&k->w, path, k->plan, k->count, meta, 1, err);
+}
+
+/* Writes the next planned tensor: data (F32 values, or NULL for a buffer
+ * copied as it is from t). */
+static otf_status sink_put(sink *k, const char *name, const otf_st_tensor *t, const float *data,
+                           otf_error *err) {
+  if(k->next >= k->count || strcmp(k->plan[k->next].name, name))
+    return OTF_FAIL(err, OTF_E_INTERNAL, name, "output %s is not the planned tensor %zu", name,
+                    k->next);
+  const otf_st_out *o = &k->plan[k->next];
+  const void *bytes = data ? (const void *)data : t->data;
+  if(data && o->dtype != OTF_DT_F32) {
+    size_t numel = 1;
+    for(int r = 0; r < o->rank; r++)
+      numel *= (size_t)o->shape[r];
+    size_t need = (numel ? numel : 1) * otf_dtype_size(o->dtype);
+    if(need > k->buf_bytes) {
+      otf_free(k->buf);
+      k->buf_bytes = 0;
+      k->buf = otf_malloc(need);
+      if(!k->buf)
+        return OTF_FAIL(err, OTF_E_NOMEM, name, "no memory to convert %s", name);
+      k->buf_bytes = need;
+    }
+    otf_status rc = otf_st_convert_f32(k->buf, o->dtype, data, numel, err);
+    if(rc != OTF_OK)
+      return rc;
+    bytes = k->buf;
+  }
+  otf_status rc = otf_st_writer_put(k->w, k->next, bytes, err);
+  if(rc == OTF_OK)
+    k->next++;
+  return rc;
+}
+
 static otf_status add_output(otf_fused *f, const char *name, const otf_st_tensor *t,
                              float *data, otf_error *err) {
   if(f->nt == f->cap) {
@@ -1016,19 +1166,19 @@ static otf_status add_output(otf_fused *f, const char *name, const otf_st_tensor
 static otf_status fuse_entry(fctx *c, const otf_tensor_spec *s, int layer, otf_error *err) {
   const otf_model *am = c->models[c->anchor];
   char name[512];
-  if(otf_arch_name(name, sizeof(name), s, layer, 0) < 0)
-    return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "tensor name too long");
-  const otf_st_tensor *ta = otf_model_tensor(am, s, layer);
-  if(!ta || ((s->flags & OTF_TF_TIED) && !otf_ckpt_find(otf_model_ckpt(am), name)))
-    return OTF_OK; /* optional and absent, or tied and not stored: the fused
-                      model ties it the same way */
+  otf_status rc;
+  const otf_st_tensor *ta = output_tensor(am, s, layer, name, err, &rc);
+  if(!ta)
+    return rc; /* optional and absent, or tied and not stored: the fused
+                  model ties it the same way */
   if(s->role == OTF_ROLE_BUFFER)
-    return add_output(c->out, name, ta, NULL, err);
+    return c->sink ? sink_put(c->sink, name, ta, NULL, err)
+                   : add_output(c->out, name, ta, NULL, err);
   view v = spec_view(s);
   mat ma = {0}, m = {0};
   double *acc = NULL;
   float *res = NULL, *outd = NULL;
-  otf_status rc = load_mat(&ma, ta, v.out_axis, err);
+  rc = load_mat(&ma, ta, v.out_axis, err);
   if(rc != OTF_OK)
     return rc;
   size_t len = ma.rows * ma.cols;
@@ -1104,9 +1254,13 @@ static otf_status fuse_entry(fctx *c, const otf_tensor_spec *s, int layer, otf_e
     }
     store_mat(outd, res, ma.rows, ma.cols, ta->shape, ta->rank, v.out_axis);
   }
-  rc = add_output(c->out, name, ta, outd, err);
-  if(rc == OTF_OK)
-    outd = NULL;
+  if(c->sink) {
+    rc = sink_put(c->sink, name, ta, outd, err); /* outd freed below */
+  } else {
+    rc = add_output(c->out, name, ta, outd, err);
+    if(rc == OTF_OK)
+      outd = NULL;
+  }
 done:
   mat_free(&m);
   mat_free(&ma);
@@ -1295,8 +1449,9 @@ static json_t *settings_json(const otf_fuse_opts *o, size_t n, const double *w) 
                    (json_int_t)o->samples, "seed", (json_int_t)o->seed, "window", o->window);
 }
 
-otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
-                    const otf_fuse_opts *o, const otf_fuse_ctl *ctl, otf_error *err) {
+static otf_status fuse_run(otf_fused **out, const otf_model *const *models, size_t n,
+                           const otf_fuse_opts *o, const otf_fuse_ctl *ctl, sink *sk,
+                           otf_error *err) {
   *out = NULL;
   if(n < 2 || n > OTF_MAX_PARENTS)
     return OTF_FAIL(err, OTF_E_INVAL, "/models", "fusion needs 2 to %d models, got %zu",
@@ -1312,6 +1467,7 @@ otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
   otf_status rc = OTF_OK;
   c->o = o;
   c->ctl = ctl;
+  c->sink = sk;
   c->models = models;
   c->n = n;
   c->anchor = o->anchor;
@@ -1362,7 +1518,7 @@ otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
     }
     if(o->align == OTF_ALIGN_ACTIVATIONS) {
       progress(c, "calibrating", 0.0);
-      otf_calib_opts co = {.samples = o->samples, .seed = o->seed, .batch = 32,
+      otf_calib_opts co = {.samples = o->samples, .seed = o->seed, .batch = 0,
                            .window = o->window,
                            .taps = OTF_TAP_BIT(OTF_TAP_Q) | OTF_TAP_BIT(OTF_TAP_K) |
                                    OTF_TAP_BIT(OTF_TAP_V) | OTF_TAP_BIT(OTF_TAP_ATTN_OUT) |
@@ -1458,6 +1614,11 @@ done:
   otf_fused_free(c->out);
   otf_free(c);
   return rc;
+}
+
+otf_status otf_fuse(otf_fused **out, const otf_model *const *models, size_t n,
+                    const otf_fuse_opts *o, const otf_fuse_ctl *ctl, otf_error *err) {
+  return fuse_run(out, models, n, o, ctl, NULL, err);
 }
 
 /* ---- saving ---------------------------------------------------------------- */
@@ -1588,11 +1749,9 @@ done:
   return rc;
 }
 
-otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dtype,
-                          otf_error *err) {
-  if(dtype != OTF_DT_COUNT && dtype != OTF_DT_F32 && dtype != OTF_DT_F16 &&
-     dtype != OTF_DT_BF16)
-    return OTF_FAIL(err, OTF_E_INVAL, "/output/dtype", "output dtype must be f32, f16 or bf16");
+/* out_dir must not exist, or be an empty folder; tmp [2048] receives the
+ * sibling folder the output is built in, created here. */
+static otf_status make_partial_dir(const char *out_dir, char *tmp, otf_error *err) {
   struct stat st;
   if(stat(out_dir, &st) == 0) {
     DIR *d = S_ISDIR(st.st_mode) ? opendir(out_dir) : NULL;
@@ -1608,28 +1767,26 @@ otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dty
   }
   if(strlen(out_dir) > 1900)
     return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
-  char tmp[2048], p[4096];
-  snprintf(tmp, sizeof(tmp), "%s.partial.%ld", out_dir, (long)getpid());
+  snprintf(tmp, 2048, "%s.partial.%ld", out_dir, (long)getpid());
   remove_tree_flat(tmp);
   if(mkdir(tmp, 0755) != 0)
     return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
+  return OTF_OK;
+}
+
+/* Everything but the weights, into tmp (which holds model.safetensors),
+ * then tmp renamed to out_dir. dt: config.json's torch_dtype. */
+static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *out_dir,
+                             otf_dtype dt, otf_error *err) {
+  char p[4096];
+  struct stat st;
   otf_status rc;
-  snprintf(p, sizeof(p), "%s/model.safetensors", tmp);
-  rc = write_weights(f, p, dtype, err);
-  if(rc != OTF_OK)
-    goto fail;
   /* config.json: the anchor's, with provenance. */
   snprintf(p, sizeof(p), "%s/config.json", otf_model_dir(f->anchor));
   json_error_t je;
   json_t *cfg = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
-  if(!cfg) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", p, je.text);
-    goto fail;
-  }
-  otf_dtype dt = dtype == OTF_DT_COUNT ? OTF_DT_F32 : dtype;
-  for(size_t k = 0; dtype == OTF_DT_COUNT && k < f->nt; k++)
-    if(f->t[k].data && (f->t[k].src_dtype == OTF_DT_F16 || f->t[k].src_dtype == OTF_DT_BF16))
-      dt = f->t[k].src_dtype;
+  if(!cfg)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", p, je.text);
   json_object_set_new(cfg, "torch_dtype", json_string(dtype_torch_name(dt)));
   json_t *settings = json_object_get(f->report, "settings");
   json_object_set_new(cfg, "otfuse", json_pack("{s:s, s:O}", "producer", "otfuse fuse",
@@ -1640,13 +1797,13 @@ otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dty
   rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   if(rc != OTF_OK)
-    goto fail;
+    return rc;
   text = json_dumps(f->report, JSON_INDENT(2));
   snprintf(p, sizeof(p), "%s/fusion_report.json", tmp);
   rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   if(rc != OTF_OK)
-    goto fail;
+    return rc;
   DIR *d = opendir(otf_model_dir(f->anchor));
   struct dirent *e;
   while(d && (e = readdir(d)) && rc == OTF_OK) {
@@ -1663,12 +1820,33 @@ otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dty
   if(d)
     closedir(d);
   if(rc != OTF_OK)
-    goto fail;
+    return rc;
   rmdir(out_dir); /* an empty folder may stand where the output goes */
-  if(rename(tmp, out_dir) != 0) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", out_dir, strerror(errno));
+  if(rename(tmp, out_dir) != 0)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", out_dir, strerror(errno));
+  return OTF_OK;
+}
+
+otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dtype,
+                          otf_error *err) {
+  if(dtype != OTF_DT_COUNT && dtype != OTF_DT_F32 && dtype != OTF_DT_F16 &&
+     dtype != OTF_DT_BF16)
+    return OTF_FAIL(err, OTF_E_INVAL, "/output/dtype", "output dtype must be f32, f16 or bf16");
+  char tmp[2048], p[4096];
+  otf_status rc = make_partial_dir(out_dir, tmp, err);
+  if(rc != OTF_OK)
+    return rc;
+  snprintf(p, sizeof(p), "%s/model.safetensors", tmp);
+  rc = write_weights(f, p, dtype, err);
+  if(rc != OTF_OK)
     goto fail;
-  }
+  otf_dtype dt = dtype == OTF_DT_COUNT ? OTF_DT_F32 : dtype;
+  for(size_t k = 0; dtype == OTF_DT_COUNT && k < f->nt; k++)
+    if(f->t[k].data && (f->t[k].src_dtype == OTF_DT_F16 || f->t[k].src_dtype == OTF_DT_BF16))
+      dt = f->t[k].src_dtype;
+  rc = finish_dir(f, tmp, out_dir, dt, err);
+  if(rc != OTF_OK)
+    goto fail;
   return OTF_OK;
 fail:
   remove_tree_flat(tmp);
@@ -1676,18 +1854,40 @@ fail:
 }
 
 /* One fusion of already opened parents, saved to out_dir. */
+/* The weights stream into OUT.partial.<pid>/model.safetensors while the
+ * fusion runs (sink); the rest follows, then the folder is renamed. */
 static otf_status fuse_and_save(otf_model *const *m, size_t n, const otf_fuse_opts *opts,
                                 const otf_fuse_ctl *ctl, const char *out_dir, otf_dtype dtype,
                                 json_t **maps_out, otf_error *err) {
+  if(dtype != OTF_DT_COUNT && dtype != OTF_DT_F32 && dtype != OTF_DT_F16 &&
+     dtype != OTF_DT_BF16)
+    return OTF_FAIL(err, OTF_E_INVAL, "/output/dtype", "output dtype must be f32, f16 or bf16");
+  if(opts->anchor < 0 || (size_t)opts->anchor >= n)
+    return OTF_FAIL(err, OTF_E_INVAL, "/ot/anchor", "anchor %d is not one of the %zu models",
+                    opts->anchor, n);
   otf_fused *f = NULL;
-  otf_status rc = otf_fuse(&f, (const otf_model *const *)m, n, opts, ctl, err);
+  sink sk;
+  memset(&sk, 0, sizeof(sk));
+  char tmp[2048], p[4096];
+  otf_status rc = make_partial_dir(out_dir, tmp, err);
+  if(rc != OTF_OK)
+    return rc;
+  snprintf(p, sizeof(p), "%s/model.safetensors", tmp);
+  rc = sink_open(&sk, m[opts->anchor], p, dtype, err);
+  if(rc == OTF_OK)
+    rc = fuse_run(&f, (const otf_model *const *)m, n, opts, ctl, &sk, err);
   if(rc == OTF_OK) {
     if(ctl && ctl->progress)
       ctl->progress(ctl->ctx, "writing", 1.0);
-    rc = otf_fused_save(f, out_dir, dtype, err);
+    rc = otf_st_writer_finish(sk.w, err);
   }
+  if(rc == OTF_OK)
+    rc = finish_dir(f, tmp, out_dir, sk.cfg_dtype, err);
   if(rc == OTF_OK && maps_out)
     *maps_out = json_incref(json_object_get(f->report, "maps"));
+  sink_free(&sk); /* removes an unfinished file */
+  if(rc != OTF_OK)
+    remove_tree_flat(tmp);
   otf_fused_free(f);
   return rc;
 }

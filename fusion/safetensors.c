@@ -481,22 +481,79 @@ static int cmp_out_ptr(const void *a, const void *b) {
   return strcmp((*(const otf_st_out *const *)a)->name, (*(const otf_st_out *const *)b)->name);
 }
 
-static otf_status write_all(FILE *fp, const void *buf, size_t len, const char *path,
-                            otf_error *err) {
-  if(len && fwrite(buf, 1, len, fp) != len)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: write failed: %s", path, strerror(errno));
+/* ---- writing -------------------------------------------------------------- */
+
+struct otf_st_writer {
+  int fd;
+  char *tmp, *path;
+  size_t count;
+  uint64_t data_start;  /* header length + 8 */
+  uint64_t *off, *len;  /* per tensor, in the caller's order */
+  unsigned char *done;  /* per tensor */
+  size_t ndone;
+};
+
+/* pwrite of all len bytes at pos. */
+static otf_status pwrite_all(int fd, const void *buf, size_t len, uint64_t pos,
+                             const char *path, otf_error *err) {
+  const unsigned char *b = buf;
+  while(len) {
+    ssize_t w = pwrite(fd, b, len, (off_t)pos);
+    if(w < 0 && errno == EINTR)
+      continue;
+    if(w <= 0)
+      return OTF_FAIL(err, OTF_E_IO, NULL, "%s: write failed: %s", path,
+                      w < 0 ? strerror(errno) : "no progress");
+    b += w;
+    len -= (size_t)w;
+    pos += (uint64_t)w;
+  }
   return OTF_OK;
 }
 
-otf_status otf_st_write(const char *path, const otf_st_out *tensors, size_t count,
-                        const char *const *meta, size_t nmeta, otf_error *err) {
+void otf_st_writer_free(otf_st_writer *w) {
+  if(!w)
+    return;
+  if(w->fd >= 0) {
+    close(w->fd);
+    unlink(w->tmp);
+  }
+  otf_free(w->tmp);
+  otf_free(w->path);
+  otf_free(w->off);
+  otf_free(w->len);
+  otf_free(w->done);
+  otf_free(w);
+}
+
+static char *dup_str(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = otf_malloc(n);
+  if(d)
+    memcpy(d, s, n);
+  return d;
+}
+
+otf_status otf_st_writer_open(otf_st_writer **out, const char *path, const otf_st_out *tensors,
+                              size_t count, const char *const *meta, size_t nmeta,
+                              otf_error *err) {
   otf_status rc = OTF_OK;
+  *out = NULL;
   json_t *hdr = json_object();
   const otf_st_out **order = otf_malloc_array(count ? count : 1, sizeof(*order));
-  char *text = NULL, *tmp = NULL;
-  FILE *fp = NULL;
+  char *text = NULL;
   json_t *md = json_object();
-  if(!hdr || !order || !md) {
+  otf_st_writer *w = otf_calloc(1, sizeof(*w));
+  if(w) {
+    w->fd = -1;
+    w->count = count;
+    w->path = dup_str(path);
+    w->tmp = otf_malloc(strlen(path) + 32);
+    w->off = otf_malloc_array(count ? count : 1, sizeof(uint64_t));
+    w->len = otf_malloc_array(count ? count : 1, sizeof(uint64_t));
+    w->done = otf_calloc(count ? count : 1, 1);
+  }
+  if(!hdr || !order || !md || !w || !w->path || !w->tmp || !w->off || !w->len || !w->done) {
     rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to write %s", path);
     goto done;
   }
@@ -536,58 +593,92 @@ otf_status otf_st_write(const char *path, const otf_st_out *tensors, size_t coun
     json_object_set_new(e, "data_offsets", off);
     if(!shape || !off || json_object_set_new(hdr, t->name, e) != 0)
       goto nomem;
+    size_t idx = (size_t)(t - tensors);
+    w->off[idx] = pos;
+    w->len[idx] = nb;
     pos += nb;
   }
   text = json_dumps(hdr, JSON_COMPACT | JSON_SORT_KEYS);
   if(!text)
     goto nomem;
   size_t tl = strlen(text), padded = (tl + 7) & ~(size_t)7;
-  size_t plen = strlen(path) + 32;
-  tmp = otf_malloc(plen);
-  if(!tmp)
-    goto nomem;
-  snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
-  fp = fopen(tmp, "wb");
-  if(!fp) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
+  snprintf(w->tmp, strlen(path) + 32, "%s.tmp.%ld", path, (long)getpid());
+  w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if(w->fd < 0) {
+    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", w->tmp, strerror(errno));
     goto done;
   }
+  w->data_start = 8 + (uint64_t)padded;
   uint8_t lenb[8];
   for(int k = 0; k < 8; k++)
     lenb[k] = (uint8_t)((uint64_t)padded >> (8 * k));
   static const char spaces[8] = "        ";
-  rc = write_all(fp, lenb, 8, tmp, err);
+  rc = pwrite_all(w->fd, lenb, 8, 0, w->tmp, err);
   if(rc == OTF_OK)
-    rc = write_all(fp, text, tl, tmp, err);
+    rc = pwrite_all(w->fd, text, tl, 8, w->tmp, err);
   if(rc == OTF_OK)
-    rc = write_all(fp, spaces, padded - tl, tmp, err);
-  for(size_t k = 0; k < count && rc == OTF_OK; k++) {
-    uint64_t numel = 1;
-    for(int r = 0; r < order[k]->rank; r++)
-      numel *= order[k]->shape[r];
-    rc = write_all(fp, order[k]->data, numel * otf_dtype_size(order[k]->dtype), tmp, err);
-  }
-  if(rc == OTF_OK && (fflush(fp) != 0 || fsync(fileno(fp)) != 0))
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: flush failed: %s", tmp, strerror(errno));
-  if(fclose(fp) != 0 && rc == OTF_OK)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: close failed: %s", tmp, strerror(errno));
-  fp = NULL;
-  if(rc == OTF_OK && rename(tmp, path) != 0)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: rename failed: %s", path, strerror(errno));
-  if(rc != OTF_OK)
-    unlink(tmp);
+    rc = pwrite_all(w->fd, spaces, padded - tl, 8 + tl, w->tmp, err);
+  /* The file has its final size from the start: tensors land in place. */
+  if(rc == OTF_OK && ftruncate(w->fd, (off_t)(w->data_start + pos)) != 0)
+    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", w->tmp, strerror(errno));
   goto done;
 nomem:
   rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory to write %s", path);
 done:
-  if(fp) {
-    fclose(fp);
-    unlink(tmp);
-  }
   free(text);
-  otf_free(tmp);
   otf_free(order);
   json_decref(md);
   json_decref(hdr);
+  if(rc == OTF_OK)
+    *out = w;
+  else
+    otf_st_writer_free(w);
+  return rc;
+}
+
+otf_status otf_st_writer_put(otf_st_writer *w, size_t index, const void *data, otf_error *err) {
+  if(!w || index >= w->count || (!data && w->len[index]))
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "no tensor %zu to write", index);
+  if(w->done[index])
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "tensor %zu of %s written twice", index, w->path);
+  otf_status rc = pwrite_all(w->fd, data, (size_t)w->len[index], w->data_start + w->off[index],
+                             w->tmp, err);
+  if(rc == OTF_OK) {
+    w->done[index] = 1;
+    w->ndone++;
+  }
+  return rc;
+}
+
+otf_status otf_st_writer_finish(otf_st_writer *w, otf_error *err) {
+  if(!w)
+    return OTF_FAIL(err, OTF_E_INVAL, NULL, "no writer");
+  if(w->ndone != w->count)
+    return OTF_FAIL(err, OTF_E_INTERNAL, NULL, "%s: %zu of %zu tensors written", w->path,
+                    w->ndone, w->count);
+  if(fsync(w->fd) != 0)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: flush failed: %s", w->tmp, strerror(errno));
+  int fd = w->fd;
+  w->fd = -1;
+  if(close(fd) != 0) {
+    unlink(w->tmp);
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: close failed: %s", w->tmp, strerror(errno));
+  }
+  if(rename(w->tmp, w->path) != 0) {
+    unlink(w->tmp);
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: rename failed: %s", w->path, strerror(errno));
+  }
+  return OTF_OK;
+}
+
+otf_status otf_st_write(const char *path, const otf_st_out *tensors, size_t count,
+                        const char *const *meta, size_t nmeta, otf_error *err) {
+  otf_st_writer *w = NULL;
+  otf_status rc = otf_st_writer_open(&w, path, tensors, count, meta, nmeta, err);
+  for(size_t k = 0; k < count && rc == OTF_OK; k++)
+    rc = otf_st_writer_put(w, k, tensors[k].data, err);
+  if(rc == OTF_OK)
+    rc = otf_st_writer_finish(w, err);
+  otf_st_writer_free(w);
   return rc;
 }

@@ -85,6 +85,23 @@ typedef struct otf_st_out {
 otf_status otf_st_write(const char *path, const otf_st_out *tensors, size_t count,
                         const char *const *meta, size_t nmeta, otf_error *err) OTF_WUR;
 
+/* Incremental writer, for output that is produced tensor by tensor: open
+ * lays the file out exactly as otf_st_write does for the same tensors
+ * (their data pointers are ignored here), writes the header to
+ * "path.tmp.<pid>" and sizes the file; put writes tensor `index` (of the
+ * array given to open, any order, each once; data: its bytes, borrowed for
+ * the call) at its place; finish checks that every tensor was put, syncs
+ * and renames to path. Free without finish (any failure) removes the
+ * temporary file, so path only ever appears complete. */
+typedef struct otf_st_writer otf_st_writer;
+otf_status otf_st_writer_open(otf_st_writer **out, const char *path, const otf_st_out *tensors,
+                              size_t count, const char *const *meta, size_t nmeta,
+                              otf_error *err) OTF_WUR;
+otf_status otf_st_writer_put(otf_st_writer *w, size_t index, const void *data,
+                             otf_error *err) OTF_WUR;
+otf_status otf_st_writer_finish(otf_st_writer *w, otf_error *err) OTF_WUR;
+void otf_st_writer_free(otf_st_writer *w);
+
 /* Scalar conversions between float and the 16-bit formats checkpoints use.
  * f16 -> f32 is exact (every half is a float; NaN payloads are kept bit for
  * bit). f32 -> f16 / bf16 round to nearest, ties to even, like PyTorch's
