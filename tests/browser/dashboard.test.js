@@ -1,0 +1,301 @@
+/* Browser test of the otfused dashboard: Debian's chromium, headless, driven
+ * by playwright-core, against a real otfused (started by
+ * tests/integration/browser.sh with a token, --workers 1 and
+ * --file-root tests/data). Every step is named; on the first failure the
+ * page is saved as SHOT_DIR/<step>.png and the test exits 1.
+ *
+ * Environment: BASE_URL, TOKEN, DATA_ROOT (absolute tests/data), SHOT_DIR,
+ * FINAL_SHOT (where the closing screenshot goes), CHROMIUM. */
+"use strict";
+const assert = require("node:assert/strict");
+const crypto = require("node:crypto");
+const fs = require("node:fs");
+const path = require("node:path");
+const { chromium } = require("playwright-core");
+
+const BASE = process.env.BASE_URL;
+const TOKEN = process.env.TOKEN;
+const ROOT = process.env.DATA_ROOT;
+const SHOT_DIR = process.env.SHOT_DIR || "build/browser";
+const FINAL_SHOT = process.env.FINAL_SHOT || "build/dashboard.png";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const WAIT = 60000;
+
+const uri = (rel) => "file://" + path.join(ROOT, rel) + (rel.endsWith(".safetensors") ? "" : "/");
+const VIT_SPEC = {
+  models: [{ uri: uri("models/vit_s0") }, { uri: uri("models/vit_s1") }],
+  method: "ot",
+  ot: { align: "weights", solver: "exact" },
+  metadata: { test: "browser" },
+};
+const SLOW_SPEC = {
+  models: [{ uri: uri("models/bert_cls_s0") }, { uri: uri("models/bert_cls_s1") }],
+  method: "ot",
+  ot: { align: "activations", solver: "sinkhorn" },
+  calibration: { uri: uri("eval/text_cls_train.safetensors"), samples: 200, seed: 0 },
+};
+
+/* The API straight from node, to compare the page with the server. */
+async function api(method, p, body) {
+  const headers = { Authorization: "Bearer " + TOKEN, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(BASE + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (e) { json = null; }
+  return { status: res.status, json, text, headers: res.headers };
+}
+const sha256 = (buf) => crypto.createHash("sha256").update(buf).digest("hex");
+const fmt4 = (x) => Number(x.toPrecision(4));
+
+let page, browser;
+let passed = 0;
+let currentStep = "start";
+const pageErrors = [];
+
+async function step(name, fn) {
+  currentStep = name;
+  const t0 = Date.now();
+  await fn();
+  passed++;
+  console.log(`ok ${passed} - ${name} (${Date.now() - t0} ms)`);
+}
+
+async function main() {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  page.on("dialog", (d) => d.accept());
+  page.setDefaultTimeout(15000);
+
+  await step("GET / serves the dashboard without a token and asks for one", async () => {
+    const res = await page.goto(BASE + "/");
+    assert.equal(res.status(), 200);
+    assert.match(res.headers()["content-type"], /^text\/html/);
+    const alert = page.getByRole("alert");
+    await alert.filter({ hasText: "needs an API token" }).waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), "token");
+  });
+
+  await step("every form control has a label", async () => {
+    const unlabeled = await page.evaluate(() => Array.from(document.querySelectorAll("input, select, textarea, button"))
+      .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.textContent.trim())
+      .map((el) => el.outerHTML.slice(0, 80)));
+    assert.deepEqual(unlabeled, []);
+  });
+
+  await step("token typed with the keyboard is kept in sessionStorage and used", async () => {
+    await page.getByLabel("API token").fill(TOKEN);
+    await page.keyboard.press("Enter");
+    await page.getByText("token set for this tab").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("otfused.token")), TOKEN);
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    await page.locator("#jobs-h").waitFor();
+    await page.waitForFunction(() => document.getElementById("alert").hidden);
+  });
+
+  const spec = page.getByLabel("Job spec (JSON)");
+
+  await step("client-side JSON error is shown and nothing is sent", async () => {
+    await spec.fill('{"models": [');
+    await page.getByRole("button", { name: "Validate" }).click();
+    await page.locator("#spec-result .invalid").filter({ hasText: "not valid JSON" }).waitFor();
+    assert.equal(await spec.getAttribute("aria-invalid"), "true");
+  });
+
+  await step("validation messages from POST /v1/jobs:validate are shown with their pointers", async () => {
+    const badSpecs = [
+      { models: [{ uri: uri("models/vit_s0") }] },
+      { models: VIT_SPEC.models, ot: { solver: "no-such-solver" } },
+      { models: [{ uri: "file:///etc/" }, { uri: uri("models/vit_s1") }] },
+    ];
+    for (const b of badSpecs) {
+      const direct = await api("POST", "/v1/jobs:validate", b);
+      assert.ok(direct.status >= 400 && direct.status < 500, "server accepted a bad spec: " + JSON.stringify(b));
+      const p = direct.json || {};
+      const want = Array.isArray(p.errors) && p.errors.length ? p.errors : [{ pointer: p.pointer, detail: p.detail }];
+      await spec.fill(JSON.stringify(b));
+      await page.getByRole("button", { name: "Validate" }).click();
+      const box = page.locator("#spec-result .invalid");
+      await box.filter({ hasText: "HTTP " + direct.status }).waitFor();
+      const shown = await box.innerText();
+      for (const e of want) {
+        if (e.pointer) assert.ok(shown.includes(e.pointer), `pointer ${e.pointer} not shown in: ${shown}`);
+        if (e.detail) assert.ok(shown.includes(e.detail), `detail "${e.detail}" not shown in: ${shown}`);
+      }
+    }
+  });
+
+  let jobId;
+  await step("a valid spec validates (models, estimate) and is submitted from the form", async () => {
+    const direct = await api("POST", "/v1/jobs:validate", VIT_SPEC);
+    assert.equal(direct.status, 200, direct.text);
+    await spec.fill(JSON.stringify(VIT_SPEC, null, 2));
+    await page.getByRole("button", { name: "Validate" }).click();
+    const valid = page.locator("#spec-result .valid");
+    await valid.waitFor();
+    const rows = valid.locator("tbody tr");
+    assert.equal(await rows.count(), 2);
+    for (let i = 0; i < 2; i++)
+      assert.ok((await rows.nth(i).innerText()).includes(direct.json.models[i].architecture));
+    await page.getByRole("button", { name: "Submit job" }).click();
+    const created = page.locator("#spec-result .created");
+    await created.waitFor();
+    jobId = await created.locator("code").innerText();
+    const j = await api("GET", "/v1/jobs/" + jobId);
+    assert.equal(j.status, 200);
+    assert.deepEqual(j.json.metadata, VIT_SPEC.metadata);
+  });
+
+  await step("the job list follows the job to succeeded without a reload", async () => {
+    const row = page.locator(`#jobs-table tr[data-job-id="${jobId}"]`);
+    await row.waitFor();
+    await row.locator(".badge-succeeded").waitFor({ timeout: WAIT });
+    assert.equal(await row.locator("progress").evaluate((el) => el.value), 1);
+    assert.equal((await api("GET", "/v1/jobs/" + jobId)).json.status, "succeeded");
+  });
+
+  let report, artifacts;
+  await step("the job page shows status, timeline and map events", async () => {
+    await page.locator(`#jobs-table tr[data-job-id="${jobId}"] a`).click();
+    await page.waitForURL("**/#/jobs/" + jobId);
+    await page.getByRole("heading", { name: "Job " + jobId, exact: true }).waitFor();
+    await page.locator("#main .summary .badge-succeeded").waitFor();
+    const states = await page.locator(".timeline li").allInnerTexts();
+    assert.ok(states.length >= 2 && /queued/.test(states[0]) && /succeeded/.test(states[states.length - 1]), "timeline: " + states);
+    artifacts = (await api("GET", `/v1/jobs/${jobId}/artifacts`)).json.items;
+    const rep = await api("GET", `/v1/jobs/${jobId}/artifacts/fusion_report.json`);
+    assert.equal(rep.status, 200);
+    report = rep.json;
+    assert.ok(Array.isArray(report.maps) && report.maps.length > 0);
+    const mapRows = page.locator('#events-table tr[data-type="map"]');
+    await page.waitForFunction((n) => document.querySelectorAll('#events-table tr[data-type="map"]').length >= n, report.maps.length);
+    assert.equal(await mapRows.count(), report.maps.length);
+  });
+
+  await step("the chart draws per-layer cost and sharpness from fusion_report.json", async () => {
+    await page.getByText("From fusion_report.json").waitFor();
+    for (const field of ["cost", "sharpness"]) {
+      const want = new Map();
+      for (const m of report.maps) {
+        const k = m.space + "|" + m.layer;
+        const e = want.get(k) || { sum: 0, n: 0 };
+        e.sum += m[field]; e.n++;
+        want.set(k, e);
+      }
+      const svg = page.locator(`#chart svg.panel[data-field="${field}"]`);
+      await svg.waitFor();
+      const pts = await svg.locator("g[data-series]").evaluateAll((gs) => gs.flatMap((g) =>
+        Array.from(g.querySelectorAll(".point")).map((p) => ({ space: g.dataset.series, title: p.querySelector("title").textContent }))));
+      assert.equal(pts.length, want.size, `${field}: ${pts.length} points for ${want.size} (space, layer) pairs`);
+      for (const p of pts) {
+        const m = p.title.match(/layer (emb|-?\d+): ([-+\d.e]+)/);
+        assert.ok(m, "point title: " + p.title);
+        const layer = m[1] === "emb" ? -1 : parseInt(m[1], 10);
+        const e = want.get(p.space + "|" + layer);
+        assert.ok(e, "point for a pair not in the report: " + p.space + " " + layer);
+        assert.equal(parseFloat(m[2]), fmt4(e.sum / e.n), `${field} ${p.space} layer ${layer}`);
+      }
+    }
+  });
+
+  await step("artifacts are listed with size and SHA-256, and a download matches its hash", async () => {
+    const table = page.locator("#artifacts-table");
+    await table.waitFor();
+    assert.equal(await table.locator("tbody tr").count(), artifacts.length);
+    for (const a of artifacts) {
+      const row = table.locator(`tr[data-artifact="${a.name}"]`);
+      assert.ok((await row.innerText()).includes(a.sha256), "sha256 of " + a.name);
+      assert.equal(await row.locator("td").nth(1).getAttribute("title"), a.size + " bytes");
+    }
+    for (const name of ["config.json", "model.safetensors"]) {
+      const a = artifacts.find((x) => x.name === name);
+      assert.ok(a, name + " not among the artifacts");
+      const [dl] = await Promise.all([page.waitForEvent("download"),
+        page.getByRole("link", { name: "Download " + name, exact: true }).click()]);
+      assert.equal(dl.suggestedFilename(), name);
+      const buf = fs.readFileSync(await dl.path());
+      assert.equal(buf.length, a.size);
+      assert.equal(sha256(buf), a.sha256);
+    }
+  });
+
+  await step("closing screenshot of the finished job with its chart", async () => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    fs.mkdirSync(path.dirname(FINAL_SHOT), { recursive: true });
+    await page.screenshot({ path: FINAL_SHOT, fullPage: true });
+  });
+
+  let target;
+  await step("a queued job is cancelled from the list", async () => {
+    /* Keep the single worker busy, then submit the target from the form. */
+    for (let i = 0; i < 6; i++) assert.equal((await api("POST", "/v1/jobs", SLOW_SPEC)).status, 201);
+    await page.getByRole("link", { name: "← All jobs" }).click();
+    await page.locator("#jobs-h").waitFor();
+    await spec.fill(JSON.stringify(VIT_SPEC));
+    await page.getByRole("button", { name: "Submit job" }).click();
+    await page.locator("#spec-result .created").waitFor();
+    target = await page.locator("#spec-result .created code").innerText();
+    const row = page.locator(`#jobs-table tr[data-job-id="${target}"]`);
+    await row.locator(".badge-queued").waitFor();
+    await page.getByRole("button", { name: "Cancel job " + target, exact: true }).click();
+    await row.locator(".badge-cancelled").waitFor({ timeout: WAIT });
+    const j = (await api("GET", "/v1/jobs/" + target)).json;
+    assert.equal(j.status, "cancelled");
+    assert.equal(j.started_at, null, "the cancelled job never ran");
+  });
+
+  await step("a running job is cancelled from its page", async () => {
+    let id = null;
+    for (const t0 = Date.now(); !id && Date.now() - t0 < WAIT;) {
+      const items = (await api("GET", "/v1/jobs?status=running")).json.items || [];
+      if (items.length) id = items[0].id;
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(id, "no running job to cancel");
+    await page.goto(BASE + "/#/jobs/" + id);
+    await page.getByRole("heading", { name: "Job " + id, exact: true }).waitFor();
+    const btn = page.getByRole("button", { name: "Cancel job", exact: true });
+    await btn.waitFor();
+    await btn.click();
+    await page.locator("#main .summary").locator(".badge-cancelled, .badge-succeeded").waitFor({ timeout: WAIT });
+    const j = (await api("GET", "/v1/jobs/" + id)).json;
+    /* A job that reached its last layer before the cancel may finish; the
+     * page must show whatever the server says. */
+    assert.ok(j.status === "cancelled" || j.status === "succeeded", j.status);
+    await page.locator(`#main .summary .badge-${j.status}`).waitFor();
+  });
+
+  await step("a terminal job is deleted from its page", async () => {
+    await page.goto(BASE + "/#/jobs/" + target);
+    await page.getByRole("button", { name: "Delete job" }).click();
+    await page.waitForURL((u) => u.hash === "#/");
+    assert.equal((await api("GET", "/v1/jobs/" + target)).status, 404);
+  });
+
+  await step("no uncaught errors in the page", async () => {
+    assert.deepEqual(pageErrors, []);
+  });
+
+  /* Leave nothing running for the server's drain. */
+  const left = (await api("GET", "/v1/jobs?status=queued,running")).json.items || [];
+  for (const j of left) await api("POST", `/v1/jobs/${j.id}/cancel`);
+}
+
+main().then(async () => {
+  await browser.close();
+  console.log(`dashboard: ${passed} passed, 0 failed`);
+}).catch(async (e) => {
+  console.log(`FAIL: ${currentStep}: ${e && e.stack ? e.stack : e}`);
+  if (pageErrors.length) console.log("page errors: " + pageErrors.join(" | "));
+  try {
+    fs.mkdirSync(SHOT_DIR, { recursive: true });
+    const file = path.join(SHOT_DIR, currentStep.replace(/[^a-z0-9]+/gi, "_").slice(0, 60) + ".png");
+    if (page) { await page.screenshot({ path: file, fullPage: true }); console.log("screenshot: " + file); }
+  } catch (e2) { console.log("no screenshot: " + e2.message); }
+  if (browser) await browser.close();
+  console.log(`dashboard: ${passed} passed, 1 failed`);
+  process.exit(1);
+});
