@@ -31,6 +31,8 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 # generated C (tools/embed_assets.sh), so otfused serves them with no files.
 DASH_ASSETS := $(wildcard api/dashboard/*.html api/dashboard/*.css api/dashboard/*.js)
 LIB_OBJ   += $(BUILD)/gen/dashboard_assets.o
+# The OpenAPI document (api/openapi.json) goes in the same way (api/openapi.c).
+LIB_OBJ   += $(BUILD)/gen/openapi_json.o
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 SRV_OBJ   := $(SRV_SRC:%.c=$(BUILD)/%.o)
 TSUP_OBJ  := $(TSUP_SRC:%.c=$(BUILD)/%.o)
@@ -62,6 +64,10 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 $(BUILD)/gen/dashboard_assets.c: tools/embed_assets.sh $(DASH_ASSETS)
 	@mkdir -p $(@D)
 	sh tools/embed_assets.sh $@ $(DASH_ASSETS)
+
+$(BUILD)/gen/openapi_json.c: tools/embed_assets.sh api/openapi.json
+	@mkdir -p $(@D)
+	EMBED_TABLE=otf__openapi_files sh tools/embed_assets.sh $@ api/openapi.json
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@

@@ -5,9 +5,13 @@
 # name. Text assets only (HTML, JS, CSS, SVG): every byte but NUL survives;
 # backslash, double quote and '?' are escaped (the last so no trigraph can
 # form under -std=c11), and each line becomes one literal ending in \n.
+# EMBED_TABLE=NAME_files (default otf__dashboard_files) renames the table
+# and its count (NAME_file_count), so other embedded text (api/openapi.json)
+# uses this one generator; the entry type stays otf__dashboard_file.
 # A file that does not end in a newline is refused, so the embedded bytes
 # are exactly the file's. Plain POSIX sh + awk, no od/xxd.
 set -eu
+table=${EMBED_TABLE:-otf__dashboard_files}
 [ $# -ge 2 ] || { echo "usage: embed_assets.sh OUT.c FILE..." >&2; exit 2; }
 out=$1; shift
 tmp="$out.tmp.$$"
@@ -33,14 +37,14 @@ trap 'rm -f "$tmp"' EXIT
     i=$((i + 1))
   done
   echo
-  echo "const otf__dashboard_file otf__dashboard_files[] = {"
+  echo "const otf__dashboard_file $table[] = {"
   i=0
   for f in "$@"; do
     echo "  {\"$(basename "$f")\", asset_$i, sizeof asset_$i - 1},"
     i=$((i + 1))
   done
   echo "};"
-  echo "const size_t otf__dashboard_file_count = $i;"
+  echo "const size_t ${table%_files}_file_count = $i;"
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
