@@ -40,6 +40,7 @@ typedef struct layer_acts {
   float *m2, *r2;   /* LN2 statistics [R] */
   float *h2;        /* ViT: LN2 output; BERT: s2 = FFN out + mid */
   float *ffpre, *ffact; /* [R, F] */
+  float *ffder;         /* [R, F] activation derivative at ffpre */
 } layer_acts;
 
 /* A stored tensor that repeats a parameter (a tied decoder written out). */
@@ -80,6 +81,7 @@ struct otf_train {
                           pooler output in hact; MLM: dense out, activation */
   float *hm, *hr;      /* [R] head LN statistics */
   float *hy;           /* [R, D] MLM: transform output */
+  float *hder;         /* [R, D] MLM: activation derivative */
   float *logits;       /* [R, max(C, V)] */
   int64_t *hlab;       /* [R] labels of the gathered rows */
   size_t *hrow;        /* [R] stream row of each gathered row */
@@ -264,12 +266,13 @@ static otf_status plan_acts(otf_train *t, otf_error *err) {
                     "tokens is too large", B, T);
   size_t szt = (sizeof(size_t) + sizeof(float) - 1) / sizeof(float);
   size_t per_layer = 7 * ((RD + 15) & ~(size_t)15) + 4 * ((R + 15) & ~(size_t)15) +
-                     ((PT + 15) & ~(size_t)15) + 2 * ((RF + 15) & ~(size_t)15);
+                     ((PT + 15) & ~(size_t)15) + 3 * ((RF + 15) & ~(size_t)15);
   size_t fixed = 0;
   /* order below must match the carving */
   size_t list[] = {unf, RD, R, R, R, B * szt,           /* unf esum em er keyok nvalid */
                    RD, RD, RD, R, R, RD, L, R * 2, R * szt, /* hx hpre hact hm hr hy logits hlab hrow */
-                   RD, RD, RD, RD, RD, RD, RF, T * T, RD};  /* dx dA dq dk dv dctx dff dsc dh */
+                   RD, RD, RD, RD, RD, RD, RF, T * T, RD,   /* dx dA dq dk dv dctx dff dsc dh */
+                   RD};                                     /* hder */
   size_t nlist = sizeof(list) / sizeof(list[0]);
   for(size_t i = 0; i < nlist; i++)
     fixed += (list[i] + 15) & ~(size_t)15;
@@ -287,7 +290,8 @@ static otf_status plan_acts(otf_train *t, otf_error *err) {
 #define TAKE(n) (cur += ((n) + 15) & ~(size_t)15, cur - (((n) + 15) & ~(size_t)15))
   float **fl[] = {&t->unf, &t->esum, &t->em, &t->er, &t->keyok, NULL,
                   &t->hx, &t->hpre, &t->hact, &t->hm, &t->hr, &t->hy, &t->logits, NULL, NULL,
-                  &t->dx, &t->dA, &t->dq, &t->dk, &t->dv, &t->dctx, &t->dff, &t->dsc, &t->dh};
+                  &t->dx, &t->dA, &t->dq, &t->dk, &t->dv, &t->dctx, &t->dff, &t->dsc, &t->dh,
+                  &t->hder};
   for(size_t i = 0; i < nlist; i++) {
     float *p = TAKE(list[i]);
     if(fl[i])
@@ -317,6 +321,7 @@ static otf_status plan_acts(otf_train *t, otf_error *err) {
     a->probs = TAKE(PT);
     a->ffpre = TAKE(RF);
     a->ffact = TAKE(RF);
+    a->ffder = TAKE(RF);
   }
 #undef TAKE
   return OTF_OK;
@@ -533,7 +538,7 @@ static void layer_fwd(otf_train *t, size_t L, size_t n, size_t T) {
     otf__layernorm_fwd(a->h2, a->m2, a->r2, a->mid, W[OTF_SLOT_LN2_W], W[OTF_SLOT_LN2_B], R, D,
                        eps);
     otf__linear_fwd(a->ffpre, a->h2, W[OTF_SLOT_FC1_W], W[OTF_SLOT_FC1_B], R, D, F);
-    otf__act_fwd(t->cfg->act, a->ffact, a->ffpre, R * F);
+    otf__act_fwd(t->cfg->act, a->ffact, a->ffder, a->ffpre, R * F);
     otf__linear_fwd(y, a->ffact, W[OTF_SLOT_FC2_W], W[OTF_SLOT_FC2_B], R, F, D);
     for(size_t i = 0; i < R * D; i++)
       y[i] += a->mid[i];
@@ -548,7 +553,7 @@ static void layer_fwd(otf_train *t, size_t L, size_t n, size_t T) {
     otf__layernorm_fwd(a->mid, a->m1, a->r1, a->h1, W[OTF_SLOT_LN1_W], W[OTF_SLOT_LN1_B], R, D,
                        eps);
     otf__linear_fwd(a->ffpre, a->mid, W[OTF_SLOT_FC1_W], W[OTF_SLOT_FC1_B], R, D, F);
-    otf__act_fwd(t->cfg->act, a->ffact, a->ffpre, R * F);
+    otf__act_fwd(t->cfg->act, a->ffact, a->ffder, a->ffpre, R * F);
     otf__linear_fwd(a->h2, a->ffact, W[OTF_SLOT_FC2_W], W[OTF_SLOT_FC2_B], R, F, D);
     for(size_t i = 0; i < R * D; i++)
       a->h2[i] += a->mid[i];
@@ -595,7 +600,7 @@ static size_t head_fwd(otf_train *t, const otf_batch *b, const int64_t *labels, 
     return 0;
   otf__linear_fwd(t->hpre, t->hx, PG(t, OTF_SLOT_MLM_DENSE_W), PG(t, OTF_SLOT_MLM_DENSE_B), M,
                   D, D);
-  otf__act_fwd(t->cfg->act, t->hact, t->hpre, M * D);
+  otf__act_fwd(t->cfg->act, t->hact, t->hder, t->hpre, M * D);
   otf__layernorm_fwd(t->hy, t->hm, t->hr, t->hact, PG(t, OTF_SLOT_MLM_LN_W),
                      PG(t, OTF_SLOT_MLM_LN_B), M, D, eps);
   otf__linear_fwd(t->logits, t->hy, PG(t, OTF_SLOT_MLM_DECODER_W), PG(t, OTF_SLOT_MLM_BIAS), M,
@@ -647,7 +652,7 @@ static void layer_bwd(otf_train *t, size_t L, size_t n, size_t T) {
   /* FFN: out = mid + fc2(act(fc1(fc1_in))) */
   otf__linear_bwd(t->dff, G[OTF_SLOT_FC2_W], G[OTF_SLOT_FC2_B], dx, a->ffact, W[OTF_SLOT_FC2_W],
                   R, F, D, 0);
-  otf__act_bwd(t->cfg->act, t->dff, t->dff, a->ffpre, R * F);
+  otf__act_bwd(t->dff, t->dff, a->ffder, R * F);
   otf__linear_bwd(dA, G[OTF_SLOT_FC1_W], G[OTF_SLOT_FC1_B], t->dff, fc1_in, W[OTF_SLOT_FC1_W], R,
                   D, F, 0);
   if(t->vit) /* fc1_in = LN2(mid) */
@@ -702,7 +707,7 @@ static void head_bwd(otf_train *t, size_t M, size_t n, size_t T) {
                     t->hy, PG(t, OTF_SLOT_MLM_DECODER_W), M, D, t->V, 0);
     otf__layernorm_bwd(dh, GG(t, OTF_SLOT_MLM_LN_W), GG(t, OTF_SLOT_MLM_LN_B), dh, t->hact,
                        t->hm, t->hr, PG(t, OTF_SLOT_MLM_LN_W), M, D);
-    otf__act_bwd(t->cfg->act, dh, dh, t->hpre, M * D);
+    otf__act_bwd(dh, dh, t->hder, M * D);
     otf__linear_bwd(t->dA, GG(t, OTF_SLOT_MLM_DENSE_W), GG(t, OTF_SLOT_MLM_DENSE_B), dh, t->hx,
                     PG(t, OTF_SLOT_MLM_DENSE_W), M, D, D, 0);
     dh = t->dA;

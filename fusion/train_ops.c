@@ -5,7 +5,10 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+
+#include "fusion/simd.h"
 
 void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
                      size_t in, size_t out) {
@@ -36,15 +39,18 @@ void otf__linear_bwd(float *dx, float *dW, float *db, const float *dy, const flo
                 accumulate_dx ? 1.0f : 0.0f, dx, (blasint)in);
 }
 
+OTF_HOT_CLONES
 void otf__layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *g,
                         const float *b, size_t rows, size_t D, double eps) {
   for(size_t r = 0; r < rows; r++) {
     const float *xr = x + r * D;
     float *yr = y + r * D;
     double s = 0.0, ss = 0.0;
+#pragma omp simd reduction(+ : s)
     for(size_t i = 0; i < D; i++)
       s += xr[i];
     double mu = s / (double)D;
+#pragma omp simd reduction(+ : ss)
     for(size_t i = 0; i < D; i++) {
       double d = xr[i] - mu;
       ss += d * d;
@@ -52,11 +58,13 @@ void otf__layernorm_fwd(float *y, float *mean, float *rstd, const float *x, cons
     float rs = (float)(1.0 / sqrt(ss / (double)D + eps)), fm = (float)mu;
     mean[r] = fm;
     rstd[r] = rs;
+#pragma omp simd
     for(size_t i = 0; i < D; i++)
       yr[i] = (xr[i] - fm) * rs * g[i] + (b ? b[i] : 0.0f);
   }
 }
 
+OTF_HOT_CLONES
 void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *g, size_t rows,
                         size_t D) {
@@ -65,16 +73,20 @@ void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const 
     float *dxr = dx + r * D;
     const float m = mean[r], rs = rstd[r];
     double s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s1, s2)
     for(size_t i = 0; i < D; i++) {
       float xh = (xr[i] - m) * rs;
       float dxh = dyr[i] * g[i];
       dg[i] += dyr[i] * xh;
-      if(db)
-        db[i] += dyr[i];
       s1 += dxh;
       s2 += (double)dxh * xh;
     }
+    if(db)
+#pragma omp simd
+      for(size_t i = 0; i < D; i++)
+        db[i] += dyr[i];
     const float a = (float)(s1 / (double)D), c = (float)(s2 / (double)D);
+#pragma omp simd
     for(size_t i = 0; i < D; i++) {
       float xh = (xr[i] - m) * rs;
       dxr[i] = rs * (dyr[i] * g[i] - a - xh * c);
@@ -82,55 +94,138 @@ void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const 
   }
 }
 
-void otf__act_fwd(otf_act act, float *y, const float *x, size_t len) {
-  for(size_t i = 0; i < len; i++) {
-    float v = x[i];
-    switch(act) {
-    case OTF_ACT_GELU: y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
-    case OTF_ACT_GELU_TANH: {
-      float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
-      y[i] = 0.5f * v * (1.0f + tanhf(u));
-      break;
+/* exp for float, branch-free: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by a
+ * degree-7 Taylor polynomial (truncation below 1e-8 there), 2^k put in
+ * the exponent bits. Arguments are clamped to [-87, 88]: exp(-87) is as
+ * good as 0 wherever it is added to or multiplied by O(1) terms here. */
+static inline float fexp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float shift = 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+  float t = x * 1.44269504088896341f + shift;
+  float k = t - shift;
+  float r = (x - k * 0.693145751953125f) - k * 1.428606765330187045e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits = ((int32_t)k + 127) << 23;
+  float s;
+  memcpy(&s, &bits, sizeof(s));
+  return p * s;
+}
+
+OTF_HOT_CLONES
+void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len) {
+  switch(act) {
+  case OTF_ACT_GELU:
+    /* Phi(x) = erfc(-x / sqrt 2) / 2 with the Chebyshev fit of erfc
+     * (Press et al., Numerical Recipes, erfcc: relative error below 1.2e-7
+     * for every argument, so the left tail stays accurate too):
+     * erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a / 2) for a >= 0, and
+     * erfc(-a) = 2 - erfc(a). The density is exp(-x^2 / 2) / sqrt(2 pi). */
+#pragma omp simd
+    for(size_t i = 0; i < len; i++) {
+      float v = x[i], z = v * 0.70710678118654752f, az = z < 0.0f ? -z : z;
+      float t = 1.0f / (1.0f + 0.5f * az);
+      float p = -0.82215223f + t * 0.17087277f;
+      p = 1.48851587f + t * p;
+      p = -1.13520398f + t * p;
+      p = 0.27886807f + t * p;
+      p = -0.18628806f + t * p;
+      p = 0.09678418f + t * p;
+      p = 0.37409196f + t * p;
+      p = 1.00002368f + t * p;
+      p = -1.26551223f + t * p;
+      float ec = t * fexp(-az * az + p); /* erfc(|z|) */
+      float cdf = z < 0.0f ? 0.5f * ec : 1.0f - 0.5f * ec;
+      if(dydx)
+        dydx[i] = cdf + v * 0.39894228040143268f * fexp(-0.5f * v * v);
+      y[i] = v * cdf;
     }
-    case OTF_ACT_RELU: y[i] = v > 0.0f ? v : 0.0f; break;
-    case OTF_ACT_SILU: y[i] = v / (1.0f + expf(-v)); break;
-    case OTF_ACT_QUICK_GELU: y[i] = v / (1.0f + expf(-1.702f * v)); break;
+    break;
+  case OTF_ACT_GELU_TANH:
+#pragma omp simd
+    for(size_t i = 0; i < len; i++) {
+      const float c = 0.79788456080286536f;
+      float v = x[i], u = c * (v + 0.044715f * v * v * v), au = u < 0.0f ? -u : u;
+      float th = 1.0f - 2.0f / (fexp(2.0f * au) + 1.0f);
+      th = u < 0.0f ? -th : th;
+      if(dydx)
+        dydx[i] = 0.5f * (1.0f + th) +
+                  0.5f * v * (1.0f - th * th) * c * (1.0f + 3.0f * 0.044715f * v * v);
+      y[i] = 0.5f * v * (1.0f + th);
     }
+    break;
+  case OTF_ACT_RELU:
+#pragma omp simd
+    for(size_t i = 0; i < len; i++) {
+      float v = x[i];
+      if(dydx)
+        dydx[i] = v > 0.0f ? 1.0f : 0.0f;
+      y[i] = v > 0.0f ? v : 0.0f;
+    }
+    break;
+  case OTF_ACT_SILU:
+  case OTF_ACT_QUICK_GELU: {
+    const float a = act == OTF_ACT_SILU ? 1.0f : 1.702f;
+#pragma omp simd
+    for(size_t i = 0; i < len; i++) {
+      float v = x[i], sg = 1.0f / (1.0f + fexp(-a * v));
+      if(dydx)
+        dydx[i] = sg * (1.0f + a * v * (1.0f - sg));
+      y[i] = v * sg;
+    }
+    break;
+  }
   }
 }
 
-void otf__act_bwd(otf_act act, float *dx, const float *dy, const float *x, size_t len) {
+OTF_HOT_CLONES
+void otf__act_bwd(float *dx, const float *dy, const float *dydx, size_t len) {
+#pragma omp simd
+  for(size_t i = 0; i < len; i++)
+    dx[i] = dy[i] * dydx[i];
+}
+
+void otf__act_ref(otf_act act, float *y, float *d, const float *x, size_t len) {
   for(size_t i = 0; i < len; i++) {
-    float v = x[i], d = 0.0f;
+    double v = x[i], out = 0.0, der = 0.0;
     switch(act) {
     case OTF_ACT_GELU: {
-      float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-      float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
-      d = cdf + v * pdf;
+      double cdf = 0.5 * (1.0 + erf(v * 0.70710678118654752));
+      out = v * cdf;
+      der = cdf + v * 0.39894228040143268 * exp(-0.5 * v * v);
       break;
     }
     case OTF_ACT_GELU_TANH: {
-      const float c = 0.79788456080286536f;
-      float t = tanhf(c * (v + 0.044715f * v * v * v));
-      d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * 0.044715f * v * v);
+      const double c = 0.79788456080286536;
+      double th = tanh(c * (v + 0.044715 * v * v * v));
+      out = 0.5 * v * (1.0 + th);
+      der = 0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * c * (1.0 + 3.0 * 0.044715 * v * v);
       break;
     }
-    case OTF_ACT_RELU: d = v > 0.0f ? 1.0f : 0.0f; break;
-    case OTF_ACT_SILU: {
-      float s = 1.0f / (1.0f + expf(-v));
-      d = s * (1.0f + v * (1.0f - s));
+    case OTF_ACT_RELU:
+      out = v > 0.0 ? v : 0.0;
+      der = v > 0.0 ? 1.0 : 0.0;
       break;
-    }
+    case OTF_ACT_SILU:
     case OTF_ACT_QUICK_GELU: {
-      float s = 1.0f / (1.0f + expf(-1.702f * v));
-      d = s * (1.0f + 1.702f * v * (1.0f - s));
+      double a = act == OTF_ACT_SILU ? 1.0 : 1.702, sg = 1.0 / (1.0 + exp(-a * v));
+      out = v * sg;
+      der = sg * (1.0 + a * v * (1.0 - sg));
       break;
     }
     }
-    dx[i] = dy[i] * d;
+    y[i] = (float)out;
+    d[i] = (float)der;
   }
 }
 
+OTF_HOT_CLONES
 void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T) {
   for(size_t i = 0; i < T; i++) {
     float *row = s + i * T;
@@ -144,12 +239,14 @@ void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T) 
       if(keyok[j] != 0.0f && row[j] > mx)
         mx = row[j];
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for(size_t j = 0; j < T; j++) {
-      float e = keyok[j] != 0.0f ? expf(row[j] - mx) : 0.0f;
+      float e = fexp(row[j] - mx) * keyok[j];
       row[j] = e;
       sum += e;
     }
     float inv = 1.0f / sum;
+#pragma omp simd
     for(size_t j = 0; j < T; j++)
       row[j] *= inv;
   }

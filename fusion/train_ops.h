@@ -40,10 +40,17 @@ void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const 
                         const float *mean, const float *rstd, const float *g, size_t rows,
                         size_t D);
 
-/* y [len] = act(x [len]) with libm (y may alias x). */
-void otf__act_fwd(otf_act act, float *y, const float *x, size_t len);
-/* dx [len] = dy * act'(x), x the activation's input (dx may alias dy). */
-void otf__act_bwd(otf_act act, float *dx, const float *dy, const float *x, size_t len);
+/* y [len] = act(x [len]) and, when dydx is not NULL, dydx [len] = act'(x),
+ * in one branch-free vectorised pass (own float exp; the exact GELU's
+ * normal CDF from a Chebyshev fit of erfc with relative error below 1.2e-7
+ * for every argument). y may alias x; dydx may not. */
+void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len);
+/* dx [len] = dy * dydx (the derivative saved by otf__act_fwd); dx may alias dy. */
+void otf__act_bwd(float *dx, const float *dy, const float *dydx, size_t len);
+
+/* Scalar libm references of the two above, the oracle of the tests:
+ * y = act(x), d = act'(x). */
+void otf__act_ref(otf_act act, float *y, float *d, const float *x, size_t len);
 
 /* Softmax of each row of s [T, T] over the keys with keyok[j] = 1 (masked
  * keys get 0; no attended key: uniform rows, as HF's finfo.min mask gives). */
