@@ -32,5 +32,9 @@ otf_status otf__remote_fetch_file(otf_storage *s, const otf_uri *u, const char *
 otf_status otf__remote_put_dir(otf_storage *s, const otf_uri *u, const char *uri, const char *src,
                                otf__xprog *prog, otf_error *err) OTF_WUR;
 void otf__remote_release(otf_storage *s, const char *local_path);
+/* The S3 client of s (tests and tools use it for bucket set-up). */
+struct otf__s3 *otf__remote_s3(otf_storage *s);
+/* The cache folder of s ("" before the first remote fetch). */
+const char *otf__remote_cache_dir(otf_storage *s);
 
 #endif

@@ -97,10 +97,10 @@ static int cmp_kv(const void *a, const void *b) {
   return c ? c : strcmp(x->v, y->v);
 }
 
-static char *encdup(const char *s) {
+static char *encdup(const char *s, int keep_slash) {
   size_t cap = 3 * strlen(s) + 1;
   char *o = otf_malloc(cap);
-  if(o && otf_sigv4_encode(s, 0, o, cap) < 0) {
+  if(o && otf_sigv4_encode(s, keep_slash, o, cap) < 0) {
     otf_free(o);
     o = NULL;
   }
@@ -108,6 +108,10 @@ static char *encdup(const char *s) {
 }
 
 long otf_sigv4_query(const otf_sigv4_kv *q, size_t n, char *out, size_t cap) {
+  return otf_sigv4_query_ex(q, n, 0, out, cap);
+}
+
+long otf_sigv4_query_ex(const otf_sigv4_kv *q, size_t n, int keep_slash, char *out, size_t cap) {
   if(cap == 0)
     return -1;
   out[0] = 0;
@@ -119,8 +123,8 @@ long otf_sigv4_query(const otf_sigv4_kv *q, size_t n, char *out, size_t cap) {
   long total = 0;
   int ok = 1;
   for(size_t i = 0; i < n && ok; i++) {
-    e[i].k = encdup(q[i].name);
-    e[i].v = encdup(q[i].value ? q[i].value : "");
+    e[i].k = encdup(q[i].name, keep_slash);
+    e[i].v = encdup(q[i].value ? q[i].value : "", keep_slash);
     ok = e[i].k && e[i].v;
   }
   if(ok) {
@@ -199,7 +203,7 @@ otf_status otf_sigv4_sign(const otf_sigv4_req *r, char *auth, size_t cap, char *
   for(size_t i = 0; i < r->n_query; i++)
     qcap += 3 * (strlen(r->query[i].name) + (r->query[i].value ? strlen(r->query[i].value) : 0)) + 2;
   query = otf_malloc(qcap);
-  if(!query || otf_sigv4_query(r->query, r->n_query, query, qcap) < 0) {
+  if(!query || otf_sigv4_query_ex(r->query, r->n_query, r->query_keep_slash, query, qcap) < 0) {
     rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "SigV4: out of memory");
     goto done;
   }

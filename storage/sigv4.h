@@ -37,6 +37,10 @@ typedef struct otf_sigv4_req {
   const char *access_key;
   const char *secret_key;
   const char *amz_date;     /* "YYYYMMDDTHHMMSSZ" */
+  /* 0 (AWS): '/' in query names and values is encoded as %2F. 1: kept,
+   * for servers that canonicalise the query they received with '/'
+   * decoded (moto_server behind werkzeug does). */
+  int query_keep_slash;
 } otf_sigv4_req;
 
 /* Writes the Authorization header value into auth (cap bytes), and when
@@ -54,6 +58,8 @@ long otf_sigv4_encode(const char *s, int keep_slash, char *out, size_t cap);
 /* The canonical query string (also what goes into the URL, so that the
  * request sent is the request signed). -1 when cap is too small. */
 long otf_sigv4_query(const otf_sigv4_kv *q, size_t n, char *out, size_t cap);
+/* The same, keeping '/' unencoded when keep_slash. */
+long otf_sigv4_query_ex(const otf_sigv4_kv *q, size_t n, int keep_slash, char *out, size_t cap);
 
 /* "YYYYMMDDTHHMMSSZ" for a UNIX time. */
 void otf_sigv4_amz_date(long long unix_time, char out[17]);

@@ -49,6 +49,9 @@ typedef struct otf_storage_cfg {
   int allow_private_hosts;
   long timeout_s;               /* per request (stall), 0 = default 30 s */
   int max_retries;              /* 5xx / 429 / connection errors; 0 = default 4 */
+  /* Added with the S3 client (members only ever appended): */
+  long retry_base_ms;           /* first backoff (doubles, jittered); 0 = default 250 */
+  int s3_list_page;             /* max-keys per ListObjectsV2 page; 0 = the store's default */
 } otf_storage_cfg;
 
 typedef struct otf_storage otf_storage;
