@@ -253,7 +253,7 @@ async function main() {
   let target;
   await step("a queued job is cancelled from the list", async () => {
     /* Keep the single worker busy, then submit the target from the form. */
-    for (let i = 0; i < 6; i++) assert.equal((await api("POST", "/v1/jobs", SLOW_SPEC)).status, 201);
+    for (let i = 0; i < 10; i++) assert.equal((await api("POST", "/v1/jobs", SLOW_SPEC)).status, 201);
     await page.getByRole("link", { name: "← All jobs" }).click();
     await page.locator("#jobs-h").waitFor();
     await spec.fill(JSON.stringify(VIT_SPEC));
@@ -267,6 +267,35 @@ async function main() {
     const j = (await api("GET", "/v1/jobs/" + target)).json;
     assert.equal(j.status, "cancelled");
     assert.equal(j.started_at, null, "the cancelled job never ran");
+  });
+
+  await step("polling backs off while the tab is hidden and resumes at once when shown", async () => {
+    const polls = [];
+    const onReq = (r) => { if (r.method() === "GET" && /\/v1\/jobs\?/.test(r.url())) polls.push(Date.now()); };
+    page.on("request", onReq);
+    const count = async (ms) => { const n0 = polls.length; await page.waitForTimeout(ms); return polls.length - n0; };
+    const visible = await count(3000);
+    await page.evaluate(() => {
+      Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    /* Visible: one poll a second while jobs are queued. Hidden: the delay
+     * doubles from 2 s (2, 4, 8 s...), so at most ~3 polls in 8 s. */
+    const hidden = await count(8000);
+    /* Counted from before the event: the poll it starts is a request the
+     * page makes before evaluate() returns. */
+    const n0 = polls.length;
+    await page.evaluate(() => {
+      Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    await page.waitForTimeout(400);
+    const shown = polls.length - n0;
+    page.off("request", onReq);
+    console.log(`# list polls: ${visible} in 3 s visible, ${hidden} in 8 s hidden, ${shown} within 0.4 s of showing`);
+    assert.ok(visible >= 2, "visible polling with jobs queued: " + visible + " in 3 s");
+    assert.ok(hidden <= 4 && hidden / 8 < visible / 3, "hidden polling did not back off: " + hidden + " in 8 s");
+    assert.ok(shown >= 1, "no poll right after the tab was shown");
   });
 
   await step("a running job is cancelled from its page", async () => {
