@@ -299,13 +299,16 @@ async function main() {
   });
 
   await step("a running job is cancelled from its page", async () => {
-    let id = null;
-    for (const t0 = Date.now(); !id && Date.now() - t0 < WAIT;) {
-      const items = (await api("GET", "/v1/jobs?status=running")).json.items || [];
-      if (items.length) id = items[0].id;
-      else await new Promise((r) => setTimeout(r, 100));
+    /* Clear the queue, then run one slow job and wait until it runs. */
+    for (const j of (await api("GET", "/v1/jobs?status=queued")).json.items || [])
+      await api("POST", `/v1/jobs/${j.id}/cancel`);
+    const created = await api("POST", "/v1/jobs", SLOW_SPEC);
+    assert.equal(created.status, 201);
+    const id = created.json.id;
+    for (const t0 = Date.now(); Date.now() - t0 < WAIT;) {
+      if ((await api("GET", "/v1/jobs/" + id)).json.status !== "queued") break;
+      await new Promise((r) => setTimeout(r, 50));
     }
-    assert.ok(id, "no running job to cancel");
     await page.goto(BASE + "/#/jobs/" + id);
     await page.getByRole("heading", { name: "Job " + id, exact: true }).waitFor();
     const btn = page.getByRole("button", { name: "Cancel job", exact: true });
