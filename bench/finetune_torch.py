@@ -25,9 +25,21 @@ def main():
     T = int(a[2]) if len(a) > 2 else 20
     steps = int(a[3]) if len(a) > 3 else 20
     torch.set_num_threads(int(a[4]) if len(a) > 4 else 1)
-    model = H.from_pretrained(d)
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    # tools/make_model writes a minimal config: the HF defaults it leaves out
+    if "id2label" not in cfg and "num_labels" in cfg:
+        cfg["id2label"] = {str(i): str(i) for i in range(cfg["num_labels"])}
+    for k, v in (("hidden_dropout_prob", 0.1), ("attention_probs_dropout_prob", 0.1),
+                 ("pad_token_id", 0), ("position_embedding_type", "absolute"),
+                 ("hidden_act", "gelu"), ("qkv_bias", True)):
+        cfg.setdefault(k, v)
+    model = H.ARCHS[cfg["architectures"][0]](cfg)
+    sd, _ = H.load_safetensors(os.path.join(d, "model.safetensors"))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
     model.eval()  # dropout off, as otfuse trains
-    cfg = model.config
     g = torch.Generator().manual_seed(42)
     arch = cfg["architectures"][0]
     if arch.startswith("ViT"):
