@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli_storage.h"
 #include "cli/commands.h"
 #include "common/alloc.h"
 #include "fusion/fuse.h"
@@ -14,6 +15,10 @@
 static void fuse_usage(FILE *f) {
   fprintf(f,
     "usage: otfuse fuse [options] -o OUT_DIR MODEL_DIR MODEL_DIR [MODEL_DIR...]\n"
+    "\n"
+    "MODEL_DIR, OUT_DIR and --calibration FILE may be URIs: s3://bucket/prefix/,\n"
+    "http(s)://... (read-only) or file:///abs/path (see 'otfuse cp --help' for\n"
+    "the S3 settings); an OUT_DIR URI receives the result only when complete.\n"
     "\n"
     "Aligns every parent to the anchor with optimal transport and averages them\n"
     "into one model with the anchor's configuration (Imfeld et al., ICLR 2024).\n"
@@ -241,6 +246,14 @@ int otf_cli_fuse(int argc, char **argv) {
     fprintf(stderr, "otfuse fuse: give exactly one budget: --finetune-epochs or --finetune-steps\n");
     return 2;
   }
+  /* URIs among the parents, --calibration and -o: inputs are fetched
+   * (verified, cached), the output is written locally and published. */
+  otf_cli_store cs;
+  int src = otf_cli_store_prepare(&cs, argv + optind, n, &o.calibration, &out, "otfuse fuse");
+  if(src != 0) {
+    otf_cli_store_done(&cs);
+    return src;
+  }
   char ft_tmp[4096];
   const char *ft_out = out;
   if(ft_data) {
@@ -253,20 +266,22 @@ int otf_cli_fuse(int argc, char **argv) {
   otf_error err;
   otf_error_clear(&err);
   char *summary = NULL;
-  otf_status rc = otf_fuse_dirs((const char *const *)(argv + optind), (size_t)n, &o, &ctl,
+  otf_status rc = otf_fuse_dirs(cs.parents, (size_t)n, &o, &ctl,
                                 out, dtype, &summary, &err);
   if(ctl.progress)
     fprintf(stderr, "\n");
   if(rc != OTF_OK) {
     fprintf(stderr, "otfuse fuse: %s: %s\n", otf_strerror(rc), err.message);
+    otf_cli_store_done(&cs);
     return 1;
   }
   printf("%s\n", summary ? summary : "{}");
-  if(ft_data) {
-    int ret = otf_cli_fuse_finetune(out, ft_data, ft_eval, &ft, ft_out, summary);
-    otf_free(summary);
-    return ret;
-  }
+  int ret = 0;
+  if(ft_data)
+    ret = otf_cli_fuse_finetune(out, ft_data, ft_eval, &ft, ft_out, summary);
   otf_free(summary);
-  return 0;
+  if(ret == 0)
+    ret = otf_cli_store_publish(&cs, "otfuse fuse");
+  otf_cli_store_done(&cs);
+  return ret;
 }
