@@ -352,4 +352,4 @@ if [ $started -eq 1 ]; then
 else
   bad "otfused configured by environment never answered /livez"; tail -n 20 "$T/server.log"
 fi
-finish deploy_manifests 14
+finish deploy_manifests 12
