@@ -1157,8 +1157,9 @@ static int cmd_download(int argc, char **argv) {
     snprintf(trimmed, sizeof(trimmed), "%s", out);
     for(size_t n = strlen(trimmed); n > 1 && trimmed[n - 1] == '/'; n--)
       trimmed[n - 1] = 0;
-    snprintf(dir, sizeof(dir), "%s.part.%ld", trimmed, (long)getpid());
-    if(mkdir(dir, 0755) != 0) {
+    /* out is at most PATH_MAX - 300 bytes (checked above): this fits */
+    if(snprintf(dir, sizeof(dir), "%s.part.%ld", trimmed, (long)getpid()) >= (int)sizeof(dir) ||
+       mkdir(dir, 0755) != 0) {
       fprintf(stderr, "otfuse download: %s: %s\n", dir, strerror(errno));
       goto done;
     }
