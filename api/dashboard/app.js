@@ -222,7 +222,8 @@
       this.fn = fn;
       this.timer = null;
       this.stopped = false;
-      this.backoff = 0;
+      this.errorDelay = 0;   /* grows while calls fail */
+      this.hiddenDelay = 0;  /* grows while the tab stays hidden */
       this.running = false;
       this.onVisible = () => { if (!document.hidden) this.now(); };
       document.addEventListener("visibilitychange", this.onVisible);
@@ -234,24 +235,26 @@
       let delay;
       try {
         delay = await this.fn();
-        this.backoff = 0;
+        this.errorDelay = 0;
       } catch (e) {
-        this.backoff = Math.min(POLL_MAX_MS, Math.max(2000, this.backoff * 2));
-        delay = this.backoff;
+        this.errorDelay = Math.min(POLL_MAX_MS, Math.max(2000, this.errorDelay * 2));
+        delay = this.errorDelay;
         if (!(e instanceof ApiError && e.status === 401)) showAlert(e.message, true);
       }
       this.running = false;
       if (this.stopped || delay === null) return;
       if (document.hidden) {
-        this.backoff = Math.min(POLL_MAX_MS, Math.max(delay, this.backoff * 2 || delay * 2));
-        delay = this.backoff;
+        this.hiddenDelay = Math.min(POLL_MAX_MS, Math.max(delay * 2, this.hiddenDelay * 2));
+        delay = this.hiddenDelay;
+      } else {
+        this.hiddenDelay = 0;
       }
       this.timer = setTimeout(() => this.tick(), delay);
     }
     now() {
       if (this.timer) clearTimeout(this.timer);
       this.timer = null;
-      this.backoff = 0;
+      this.hiddenDelay = 0;
       this.tick();
     }
     stop() {

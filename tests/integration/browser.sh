@@ -38,12 +38,16 @@ if [ "$have" != "$want" ]; then
     { cat "$T/npm.log"; die "npm ci in tests/browser failed"; }
 fi
 
+# A model whose weights file is truncated: the job that reads it must fail.
+mkdir -p "$T/roots/bad_model"
+cp tests/data/models/vit_s0/config.json "$T/roots/bad_model/"
+head -c 200 tests/data/models/vit_s0/model.safetensors >"$T/roots/bad_model/model.safetensors"
 token="browser-test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 started=0
 for try in 1 2 3 4 5; do
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
   rm -rf "$T/data" && mkdir -p "$T/data"
-  "$OTFUSED" --listen "127.0.0.1:$port" --data-dir "$T/data" --file-root "$(pwd)/tests/data" \
+  "$OTFUSED" --listen "127.0.0.1:$port" --data-dir "$T/data" --file-root "$(pwd)/tests/data" --file-root "$T/roots" \
     --token "$token" --workers 1 --grace-seconds 5 2>"$T/server.log" &
   pid=$!
   i=0
@@ -59,6 +63,7 @@ done
 mkdir -p build
 rm -rf build/browser
 BASE_URL="http://127.0.0.1:$port" TOKEN="$token" DATA_ROOT="$(pwd)/tests/data" SHOT_DIR=build/browser \
+BAD_MODEL="$T/roots/bad_model" \
 FINAL_SHOT=build/dashboard.png CHROMIUM="$CHROMIUM" NODE_PATH="$(pwd)/tests/browser/node_modules" \
   node tests/browser/dashboard.test.js
 rc=$?
