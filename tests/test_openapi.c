@@ -152,13 +152,26 @@ START_TEST(every_contract_route_is_described) {
   }
   json_decref(ids);
   ck_assert_uint_eq(nops, nroutes);
-  /* probes and the dashboard need no token */
-  static const char *const open_paths[] = {"/livez", "/readyz", "/", "/ui/{asset}"};
+  /* probes, metrics, this document, the version and the dashboard need no
+   * token (as otfused serves them); everything under /v1/jobs does */
+  static const char *const open_paths[] = {"/livez", "/readyz",      "/metrics", "/openapi.json",
+                                           "/v1/version", "/",       "/ui/{asset}"};
   for(size_t i = 0; i < sizeof(open_paths) / sizeof(*open_paths); i++) {
     json_t *sec = json_object_get(json_object_get(json_object_get(paths, open_paths[i]), "get"),
                                   "security");
     ck_assert_msg(json_is_array(sec) && json_array_size(sec) == 0, "%s needs a token",
                   open_paths[i]);
+  }
+  json_object_foreach(paths, path, item) {
+    if(strncmp(path, "/v1/jobs", 8))
+      continue;
+    json_object_foreach(item, method, op) {
+      if(!strcmp(method, "parameters"))
+        continue;
+      ck_assert_msg(json_object_get(op, "security") == NULL, "%s %s skips the token", method, path);
+      ck_assert_msg(json_object_get(json_object_get(op, "responses"), "401") != NULL,
+                    "%s %s has no 401", method, path);
+    }
   }
 }
 END_TEST
@@ -433,6 +446,15 @@ START_TEST(problem_validation_version_health_schemas) {
          "\"hidden_size\":64,\"layers\":4,\"parameters\":210000}],\"parameters\":210000,"
          "\"estimate\":{\"seconds\":0.7,\"peak_bytes\":5000000},\"warnings\":[]}",
          1);
+  /* with the normalised spec (what otfused adds), which must be a JobSpec */
+  expect(va,
+         "{\"valid\":true,\"models\":[],\"parameters\":0,\"estimate\":{\"seconds\":0,"
+         "\"peak_bytes\":0},\"warnings\":[\"w\"],\"spec\":{" M2 ",\"method\":\"ot\"}}",
+         1);
+  expect(va,
+         "{\"valid\":true,\"models\":[],\"parameters\":0,\"estimate\":{\"seconds\":0,"
+         "\"peak_bytes\":0},\"warnings\":[],\"spec\":{\"models\":[]}}",
+         0);
   expect(va,
          "{\"valid\":false,\"models\":[],\"parameters\":0,\"estimate\":{\"seconds\":0,"
          "\"peak_bytes\":0},\"warnings\":[]}",
