@@ -309,6 +309,15 @@ if command -v kubectl >/dev/null 2>&1; then
   if kubectl kustomize deploy >"$T/k.yaml" 2>"$T/k.err"; then ok; else bad "kubectl kustomize deploy: $(cat "$T/k.err")"; fi
 fi
 
+# systemd, when present, must accept the unit (the binary is not installed
+# here, so only that complaint is allowed).
+if command -v systemd-analyze >/dev/null 2>&1; then
+  systemd-analyze verify deploy/otfused.service >"$T/sd.out" 2>&1
+  if grep -v "/usr/local/bin/otfused is not executable" "$T/sd.out" | grep -q .; then
+    bad "systemd-analyze verify deploy/otfused.service:"; sed 's/^/  /' "$T/sd.out"
+  else ok; fi
+fi
+
 # ---- the real server, configured through the ConfigMap's names -----------
 cm_val() { sed -n "s/^  $1: \"\(.*\)\"$/\1/p" deploy/configmap.yaml; }
 grace=$(cm_val OTFUSED_GRACE_SECONDS)
