@@ -122,7 +122,7 @@ static int open_lock(const otf__cache *c, const char *key, const char *ext) {
   return open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 }
 
-static uint64_t read_meta(const char *entry, time_t *mtime) {
+static uint64_t read_meta(const char *entry, struct timespec *mtime) {
   char p[BIG];
   snprintf(p, sizeof(p), "%s/meta", entry);
   FILE *f = fopen(p, "r");
@@ -132,26 +132,39 @@ static uint64_t read_meta(const char *entry, time_t *mtime) {
   int ok = fscanf(f, "%llu", &v) == 1;
   fclose(f);
   struct stat st;
-  if(mtime)
-    *mtime = stat(p, &st) == 0 ? st.st_mtime : 0;
+  if(mtime) {
+    if(stat(p, &st) == 0)
+      *mtime = st.st_mtim;
+    else
+      mtime->tv_sec = mtime->tv_nsec = 0;
+  }
   return ok ? (uint64_t)v : UINT64_MAX;
 }
 
+/* Marks a use. The precise clock, not the file system's coarse one
+ * (utimensat with NULL), so that uses a few microseconds apart order. */
 static void touch_meta(const char *entry) {
   char p[BIG];
   snprintf(p, sizeof(p), "%s/meta", entry);
-  utimensat(AT_FDCWD, p, NULL, 0);
+  struct timespec ts[2];
+  clock_gettime(CLOCK_REALTIME, &ts[0]);
+  ts[1] = ts[0];
+  utimensat(AT_FDCWD, p, ts, 0);
 }
 
 typedef struct cand {
   char key[65];
   uint64_t bytes;
-  time_t used;
+  struct timespec used;
 } cand;
 
 static int cmp_cand(const void *a, const void *b) {
   const cand *x = a, *y = b;
-  return x->used < y->used ? -1 : x->used > y->used ? 1 : strcmp(x->key, y->key);
+  if(x->used.tv_sec != y->used.tv_sec)
+    return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+  if(x->used.tv_nsec != y->used.tv_nsec)
+    return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+  return strcmp(x->key, y->key);
 }
 
 static uint64_t trim(otf__cache *c, const char *keep) {
@@ -169,7 +182,7 @@ static uint64_t trim(otf__cache *c, const char *keep) {
       continue;
     char ent[BIG];
     snprintf(ent, sizeof(ent), "%s/%s", edir, e->d_name);
-    time_t used = 0;
+    struct timespec used = {0, 0};
     uint64_t b = read_meta(ent, &used);
     if(b == UINT64_MAX)
       continue;

@@ -54,6 +54,10 @@ typedef struct xfer {
   otf__xprog *prog;
   uint64_t prog_base;
   int cancelled;
+  int stalled;         /* no byte moved for timeout_s */
+  long stall_s;
+  curl_off_t last_bytes;
+  struct timespec last_move;
   int io_errno;
   char errbody[OTF_HTTP_ERR_BODY];
   size_t errlen;
@@ -165,6 +169,29 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
   return len;
 }
 
+/* Stall detection: curl's low-speed limit averages over several seconds,
+ * so a burst followed by silence takes long to trip it; this aborts when
+ * no byte has moved either way for the whole timeout. */
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+  (void)dltotal;
+  (void)ultotal;
+  xfer *x = ud;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  curl_off_t moved = dlnow + ulnow;
+  if(moved != x->last_bytes || x->last_move.tv_sec == 0) {
+    x->last_bytes = moved;
+    x->last_move = now;
+    return 0;
+  }
+  double idle = (double)(now.tv_sec - x->last_move.tv_sec) + 1e-9 * (double)(now.tv_nsec - x->last_move.tv_nsec);
+  if(idle >= (double)x->stall_s) {
+    x->stalled = 1;
+    return 1;
+  }
+  return 0;
+}
+
 static int is_md5_hex(const char *s) {
   if(strlen(s) != 32)
     return 0;
@@ -244,6 +271,9 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024L);
   curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
   if(resolve) {
@@ -272,6 +302,11 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   x->errbody[0] = 0;
   x->overflow = 0;
   x->cancelled = 0;
+  x->stalled = 0;
+  x->stall_s = o->timeout_s;
+  x->last_bytes = 0;
+  x->last_move.tv_sec = 0;
+  x->last_move.tv_nsec = 0;
   x->io_errno = 0;
   r->got = 0;
   r->resp_len = 0;
@@ -298,6 +333,13 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   if(x->cancelled) {
     *st = OTF_E_CANCELLED;
     snprintf(msg, msgcap, "%s: cancelled", r->what);
+    goto out;
+  }
+  if(x->stalled) {
+    *st = OTF_E_TIMEOUT;
+    v = V_RETRY;
+    snprintf(msg, msgcap, "%s: timed out (no data moved for %ld s, %llu bytes received)", r->what, o->timeout_s,
+             (unsigned long long)r->got);
     goto out;
   }
   if(x->io_errno) {
