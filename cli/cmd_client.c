@@ -303,11 +303,20 @@ static void submit_usage(FILE *f) {
 }
 
 /* A local path -> file:// URI of its absolute form; URIs pass through.
- * must_exist: the path itself must exist (else only its parent). */
+ * must_exist: the path itself must exist (else only its parent). An
+ * absolute path that is not here is passed on as it is: it may be a path
+ * on the server's machine. */
 static char *to_uri(const char *s, int must_exist) {
   if(strstr(s, "://"))
     return strdup(s);
   char abs[PATH_MAX];
+  if(s[0] == '/' && access(s, F_OK) != 0) {
+    size_t n = strlen(s) + 8;
+    char *u = malloc(n);
+    if(u)
+      snprintf(u, n, "file://%s", s);
+    return u;
+  }
   if(realpath(s, abs)) {
     struct stat st;
     int dir = stat(abs, &st) == 0 && S_ISDIR(st.st_mode);

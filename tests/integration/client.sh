@@ -102,6 +102,11 @@ expect_exit 1 "$OTFUSE" submit -q --idempotency-key k-1 --solver exact "$MD/vit_
 # ---- server errors are shown from problem+json (exit 1) ----
 expect_exit 1 "$OTFUSE" submit /etc /etc && grep -q "HTTP 403" "$T/err" && grep -q "/models/0/uri" "$T/err" &&
   grep -q "request id" "$T/err" && ok || bad "403 shown"
+# a relative path must be here; an absolute one may be the server's
+expect_exit 1 "$OTFUSE" submit nope "$MD/vit_s0" && grep -q "nope: No such file" "$T/err" && ok ||
+  bad "relative path that is not here"
+expect_exit 1 "$OTFUSE" submit "$MD/nope" "$MD/vit_s0" && grep -q "HTTP 422" "$T/err" &&
+  grep -q "file://$MD/nope" "$T/err" && ok || bad "absolute path goes to the server"
 expect_exit 1 "$OTFUSE" status j0000000000000000000 && grep -q "HTTP 404" "$T/err" && ok || bad "404 shown"
 expect_exit 1 "$OTFUSE" jobs --status bogus && grep -q "unknown status" "$T/err" && ok || bad "bad status filter"
 expect_exit 1 "$OTFUSE" download j0000000000000000000 -o "$T/none" && [ ! -e "$T/none" ] && ok ||
@@ -155,4 +160,4 @@ srv_stop
 expect_exit 1 "$OTFUSE" status j0000000000000000000 --url "$URL" && grep -q "cannot reach" "$T/err" && ok ||
   bad "unreachable"
 
-finish "otfuse client" 67
+finish "otfuse client" 69
