@@ -20,7 +20,7 @@
 #define BIG (PATH_MAX + 256)
 
 typedef struct pin {
-  char path[PATH_MAX]; /* the data folder */
+  char path[BIG];      /* the data folder */
   int fd;              /* shared flock on locks/<key>.pin */
 } pin;
 
@@ -195,7 +195,7 @@ static uint64_t trim(otf__cache *c, const char *keep) {
       cs = ncs;
       cap = nc;
     }
-    snprintf(cs[n].key, sizeof(cs[n].key), "%s", e->d_name);
+    memcpy(cs[n].key, e->d_name, 65); /* valid_key: 64 hex digits + NUL */
     cs[n].bytes = b;
     cs[n].used = used;
     n++;

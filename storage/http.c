@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,14 @@ typedef struct xfer {
   size_t errlen;
   int overflow;
 } xfer;
+
+/* Error text, truncated if it must be (a URI can be long). */
+__attribute__((format(printf, 3, 4))) static void setmsg(char *msg, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, cap, fmt, ap);
+  va_end(ap);
+}
 
 static int ok_status(long s) { return s >= 200 && s < 300; }
 
@@ -237,13 +246,13 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
                                           sizeof(pin), &pe);
     if(prc != OTF_OK) {
       *st = prc;
-      snprintf(msg, msgcap, "%s", pe.message);
+      setmsg(msg, msgcap, "%s", pe.message);
       return prc == OTF_E_UNREACHABLE ? V_RETRY : V_FAIL;
     }
     resolve = curl_slist_append(NULL, pin);
     if(!resolve) {
       *st = OTF_E_NOMEM;
-      snprintf(msg, msgcap, "%s: out of memory", r->what);
+      setmsg(msg, msgcap, "%s: out of memory", r->what);
       return V_FAIL;
     }
   }
@@ -253,7 +262,7 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
       curl_slist_free_all(resolve);
       curl_slist_free_all(hdrs);
       *st = src;
-      snprintf(msg, msgcap, "%s", err ? err->message : "signing failed");
+      setmsg(msg, msgcap, "%s", err ? err->message : "signing failed");
       return V_FAIL;
     }
   }
@@ -318,7 +327,7 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   if(r->down_path) {
     if(ftruncate(x->fd, 0) != 0 || lseek(x->fd, 0, SEEK_SET) != 0) {
       *st = OTF_E_IO;
-      snprintf(msg, msgcap, "%s: %s", r->down_path, strerror(errno));
+      setmsg(msg, msgcap, "%s: %s", r->down_path, strerror(errno));
       goto out;
     }
     otf__digest_final(&x->dg, NULL, NULL); /* reset */
@@ -332,24 +341,24 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   r->status = status;
   if(x->cancelled) {
     *st = OTF_E_CANCELLED;
-    snprintf(msg, msgcap, "%s: cancelled", r->what);
+    setmsg(msg, msgcap, "%s: cancelled", r->what);
     goto out;
   }
   if(x->stalled) {
     *st = OTF_E_TIMEOUT;
     v = V_RETRY;
-    snprintf(msg, msgcap, "%s: timed out (no data moved for %ld s, %llu bytes received)", r->what, o->timeout_s,
+    setmsg(msg, msgcap, "%s: timed out (no data moved for %ld s, %llu bytes received)", r->what, o->timeout_s,
              (unsigned long long)r->got);
     goto out;
   }
   if(x->io_errno) {
     *st = OTF_E_IO;
-    snprintf(msg, msgcap, "%s: local file: %s", r->what, strerror(x->io_errno));
+    setmsg(msg, msgcap, "%s: local file: %s", r->what, strerror(x->io_errno));
     goto out;
   }
   if(x->overflow) {
     *st = OTF_E_TOO_LARGE;
-    snprintf(msg, msgcap, "%s: response larger than %zu bytes", r->what, r->resp_cap);
+    setmsg(msg, msgcap, "%s: response larger than %zu bytes", r->what, r->resp_cap);
     goto out;
   }
   if(cc != CURLE_OK) {
@@ -360,17 +369,17 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
     case CURLE_COULDNT_CONNECT:
       *st = OTF_E_UNREACHABLE;
       v = V_RETRY;
-      snprintf(msg, msgcap, "%s: unreachable: %s", r->what, why);
+      setmsg(msg, msgcap, "%s: unreachable: %s", r->what, why);
       break;
     case CURLE_OPERATION_TIMEDOUT:
       *st = OTF_E_TIMEOUT;
       v = V_RETRY;
-      snprintf(msg, msgcap, "%s: timed out (no progress for %ld s): %s", r->what, o->timeout_s, why);
+      setmsg(msg, msgcap, "%s: timed out (no progress for %ld s): %s", r->what, o->timeout_s, why);
       break;
     case CURLE_PARTIAL_FILE:
       *st = OTF_E_CORRUPT;
       v = V_RETRY;
-      snprintf(msg, msgcap, "%s: body cut short after %llu bytes: %s", r->what, (unsigned long long)r->got, why);
+      setmsg(msg, msgcap, "%s: body cut short after %llu bytes: %s", r->what, (unsigned long long)r->got, why);
       break;
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -379,11 +388,11 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
     case CURLE_HTTP2_STREAM:
       *st = OTF_E_UNREACHABLE;
       v = V_RETRY;
-      snprintf(msg, msgcap, "%s: connection failed: %s", r->what, why);
+      setmsg(msg, msgcap, "%s: connection failed: %s", r->what, why);
       break;
     default:
       *st = OTF_E_UNREACHABLE;
-      snprintf(msg, msgcap, "%s: %s", r->what, why);
+      setmsg(msg, msgcap, "%s: %s", r->what, why);
       break;
     }
     goto out;
@@ -413,7 +422,7 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
     } else {
       *st = OTF_E_INVAL;
     }
-    snprintf(msg, msgcap, "%s: %s (HTTP %ld%s%s%s%s)", r->what, otf_strerror(*st), status, *detail ? " " : "",
+    setmsg(msg, msgcap, "%s: %s (HTTP %ld%s%s%s%s)", r->what, otf_strerror(*st), status, *detail ? " " : "",
              detail, *text ? ": " : "", text);
     goto out;
   }
@@ -424,13 +433,13 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
   if(strcmp(r->method, "HEAD") && clen >= 0 && (uint64_t)clen != r->got) {
     *st = OTF_E_CORRUPT;
     v = V_RETRY;
-    snprintf(msg, msgcap, "%s: received %llu bytes of %lld", r->what, (unsigned long long)r->got, (long long)clen);
+    setmsg(msg, msgcap, "%s: received %llu bytes of %lld", r->what, (unsigned long long)r->got, (long long)clen);
     goto out;
   }
   if(r->expect_len_set && strcmp(r->method, "HEAD") && r->got != r->expect_len) {
     *st = OTF_E_CORRUPT;
     v = V_RETRY;
-    snprintf(msg, msgcap, "%s: received %llu bytes, expected %llu", r->what, (unsigned long long)r->got,
+    setmsg(msg, msgcap, "%s: received %llu bytes, expected %llu", r->what, (unsigned long long)r->got,
              (unsigned long long)r->expect_len);
     goto out;
   }
@@ -439,12 +448,12 @@ static verdict attempt(const otf__http_opts *o, otf__http_req *r, xfer *x, otf_s
     if(r->verify_md5_etag && status == 200 && is_md5_hex(r->etag) && strcasecmp(r->etag, r->md5)) {
       *st = OTF_E_CORRUPT;
       v = V_RETRY;
-      snprintf(msg, msgcap, "%s: content MD5 %s does not match the ETag %s", r->what, r->md5, r->etag);
+      setmsg(msg, msgcap, "%s: content MD5 %s does not match the ETag %s", r->what, r->md5, r->etag);
       goto out;
     }
     if(fsync(x->fd) != 0) {
       *st = OTF_E_IO;
-      snprintf(msg, msgcap, "%s: fsync: %s", r->down_path, strerror(errno));
+      setmsg(msg, msgcap, "%s: fsync: %s", r->down_path, strerror(errno));
       goto out;
     }
   }
@@ -502,7 +511,7 @@ otf_status otf__http_do(const otf__http_opts *o, otf__http_req *r, otf__xprog *p
     if(v == V_FAIL || a >= o->max_retries) {
       if(v == V_RETRY && a > 0) {
         char more[OTF_ERROR_MSG_MAX];
-        snprintf(more, sizeof(more), "%s; gave up after %d attempts", msg, a + 1);
+        setmsg(more, sizeof(more), "%s; gave up after %d attempts", msg, a + 1);
         rc = OTF_FAIL(err, st, NULL, "%s", more);
       } else {
         rc = OTF_FAIL(err, st, NULL, "%s", msg);

@@ -234,7 +234,7 @@ START_TEST(http_model_partial_never_counts) {
   /* Bytes that do not match the manifest's SHA-256 are refused. */
   add_model("/bad");
   tu_fault_lock(&F);
-  F.routes[4].body = BODY_C; /* right length, wrong bytes */
+  F.routes[5].body = BODY_A; /* sub/model.safetensors: right length, wrong bytes */
   tu_fault_unlock(&F);
   ck_assert_int_eq(otf_storage_fetch_model(s, url("/bad/"), dir, sizeof(dir), NULL, NULL, &e), OTF_E_CORRUPT);
   ck_assert_ptr_nonnull(strstr(e.message, "SHA-256"));
