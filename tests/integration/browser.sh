@@ -25,6 +25,8 @@ if [ ! -x "$CHROMIUM" ]; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
     die "could not install chromium"
 fi
+# playwright-core is pinned to 1.61.1, the last release that runs on
+# Debian 12's own nodejs (18); it drives chromium 156 fine.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "browser: installing Debian's nodejs and npm"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null ||
