@@ -11,6 +11,10 @@ for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
     missing="$missing $p"
 done
+# The S3 tests (tests/test_storage_s3, tests/integration/storage_s3.sh) also
+# need moto_server, a Python package that is not in Debian; it is not
+# installed here (no PyPI in CI), and those tests fail with a message
+# naming it when it is missing.
 [ -z "$missing" ] && exit 0
 echo "install-deps: installing$missing"
 SUDO=""
