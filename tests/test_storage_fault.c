@@ -362,6 +362,34 @@ START_TEST(s3_failed_publish_leaves_no_artifact) {
 }
 END_TEST
 
+
+START_TEST(s3_virtual_hosted_addressing) {
+  /* bucket.localhost:PORT resolves to loopback (curl maps *.localhost);
+   * the key is then the whole path. */
+  tu_fault_route *r = tu_fault_add(&F, "/m/a.bin", BODY_A, 1000);
+  (void)r;
+  otf_storage_cfg cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  char ep[64];
+  snprintf(ep, sizeof(ep), "http://localhost:%d", F.port);
+  cfg.s3_endpoint = ep;
+  cfg.s3_path_style = 0;
+  cfg.s3_access_key = "AKIDTEST";
+  cfg.s3_secret_key = "secret";
+  cfg.s3_session_token = "token-value";
+  cfg.cache_dir = tu_scratch_path("cache");
+  cfg.timeout_s = 5;
+  otf_storage *s = NULL;
+  otf_error e;
+  ck_assert_int_eq(otf_storage_open(&s, &cfg, &e), OTF_OK);
+  ck_assert_msg(otf__s3_get(otf__remote_s3(s), "bkt", "m/a.bin", "s3://bkt/m/a.bin", tu_scratch_path("a"), 0, 0, 1000,
+                            NULL, NULL, NULL, &e) == OTF_OK, "%s", e.message);
+  ck_assert_int_eq(tu_fault_count(&F, "/m/a.bin", "GET"), 1);
+  ck_assert(file_equals(tu_scratch_path("a"), BODY_A, 1000));
+  otf_storage_close(s);
+}
+END_TEST
+
 /* ---- the cache ---------------------------------------------------------------- */
 
 typedef struct th_arg {
@@ -487,6 +515,7 @@ int main(void) {
   tcase_add_test(tf, cancel_leaves_nothing);
   tcase_add_test(tf, s3_get_retries_and_verifies_md5);
   tcase_add_test(tf, s3_failed_publish_leaves_no_artifact);
+  tcase_add_test(tf, s3_virtual_hosted_addressing);
   suite_add_tcase(s, tf);
   TCase *tc = tcase_create("cache");
   tcase_set_timeout(tc, 60);
