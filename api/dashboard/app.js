@@ -538,8 +538,10 @@
     let after = null;
     const liveMaps = [];
     let reportLoaded = false;
+    let mapsChanged = false;
     let artifactsLoaded = false;
     let lastStatus = null;
+    let renderedAt = null;
 
     function renderJob() {
       document.title = "Job " + id + " · otfused";
@@ -548,6 +550,7 @@
       updateProgressBar(bar, job);
       setText(ptext, progressText(job));
       if (lastStatus !== job.status) {
+        if (lastStatus !== null) announce("Job " + id + " is now " + job.status + ".");
         const btns = [];
         if (!TERMINAL.has(job.status) && job.status !== "cancelling")
           btns.push(h("button", { type: "button", class: "danger", id: "cancel-job",
@@ -557,6 +560,10 @@
         actions.replaceChildren(...btns);
         lastStatus = job.status;
       }
+      /* The rest only changes with updated_at; redrawing it every poll would
+       * lose scroll positions and text selections. */
+      if (renderedAt === job.updated_at + job.status) return;
+      renderedAt = job.updated_at + job.status;
       errorBox.replaceChildren();
       if (job.error) {
         const e = job.error;
@@ -608,6 +615,7 @@
         if (after !== null) q.set("after", String(after));
         const page = await api("GET", base + "/events?" + q);
         const items = Array.isArray(page.items) ? page.items : [];
+        if (items.some((ev) => ev.type === "map")) mapsChanged = true;
         for (const ev of items) {
           eventsBody.prepend(h("tr", { "data-type": ev.type },
             h("td", {}, String(ev.seq)), h("td", {}, timeEl(ev.time)),
@@ -623,7 +631,8 @@
         else if (items.length) after = items[items.length - 1].seq;
         if (items.length < EVENTS_PAGE) break;
       }
-      if (!reportLoaded && liveMaps.length) {
+      if (!reportLoaded && liveMaps.length && mapsChanged) {
+        mapsChanged = false;
         drawChart(chartBox, liveMaps);
         setText(chartNote, "Live, from the job's map events (" + liveMaps.length + " maps).");
       }

@@ -185,6 +185,7 @@ async function main() {
     await page.waitForURL("**/#/jobs/" + jobId);
     await page.getByRole("heading", { name: "Job " + jobId, exact: true }).waitFor();
     await page.locator("#main .summary .badge-succeeded").waitFor();
+    await page.locator(".timeline li").filter({ hasText: "succeeded" }).waitFor();
     const states = await page.locator(".timeline li").allInnerTexts();
     assert.ok(states.length >= 2 && /queued/.test(states[0]) && /succeeded/.test(states[states.length - 1]), "timeline: " + states);
     artifacts = (await api("GET", `/v1/jobs/${jobId}/artifacts`)).json.items;
