@@ -172,7 +172,7 @@ FUZZ_CFLAGS   = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 FUZZ_HDRS    := $(wildcard common/*.h fusion/*.h)
-FUZZ_TARGETS := safetensors config
+FUZZ_TARGETS := safetensors config jobspec
 
 $(FUZZ_DIR)/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(wildcard common/*.c) \
                               fusion/safetensors.c $(FUZZ_HDRS)
@@ -181,6 +181,13 @@ $(FUZZ_DIR)/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(wildcard common/*.
 
 $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c $(wildcard common/*.c) fusion/hfconfig.c \
                          $(FUZZ_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(FUZZ_LIBS) -o $@
+
+# The job spec parser needs the fusion option defaults and names (fuse.c,
+# fuse_names.c, cost.c), so it links the whole fusion core.
+$(FUZZ_DIR)/fuzz_jobspec: tests/fuzz/fuzz_jobspec.c $(wildcard common/*.c) api/jobspec.c \
+                          $(wildcard fusion/*.c) api/jobspec.h $(FUZZ_HDRS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(FUZZ_LIBS) -o $@
 

@@ -352,6 +352,43 @@ START_TEST(every_problem_is_listed) {
 }
 END_TEST
 
+/* Messages quote the client's bytes and may be cut mid-character; the
+ * pointer and detail must still be valid UTF-8, so they can go into JSON. */
+START_TEST(messages_are_valid_utf8) {
+  otf_jobspec s;
+  otf_error err;
+  json_t *errors = NULL;
+  /* jansson quotes the bad bytes near a syntax error */
+  static const char bad_escape[] = "\"/\\\xdd\x8d";
+  ck_assert_int_eq(otf_jobspec_parse(&s, bad_escape, sizeof(bad_escape) - 1, 16, &errors, &err),
+                   OTF_E_FORMAT);
+  ck_assert_uint_eq(json_array_size(errors), 1);
+  ck_assert_ptr_nonnull(strstr(err.message, "not valid JSON"));
+  json_decref(errors);
+  /* an unknown key of 2-byte characters: cut at 64 bytes in the message and
+   * at the pointer buffer's size */
+  char body[1024];
+  size_t k = (size_t)snprintf(body, sizeof(body), "{" M2 ",\"a");
+  for(int i = 0; i < 150; i++)
+    k += (size_t)snprintf(body + k, sizeof(body) - k, "\xc3\xa9");
+  snprintf(body + k, sizeof(body) - k, "\":1}");
+  ck_assert_int_eq(parse(&s, body, &errors, &err), OTF_E_INVAL);
+  ck_assert_uint_eq(json_array_size(errors), 1);
+  char *text = json_dumps(errors, 0);
+  ck_assert_ptr_nonnull(text);
+  json_t *back = json_loads(text, 0, NULL);
+  ck_assert_ptr_nonnull(back);
+  const char *p = json_string_value(json_object_get(json_array_get(back, 0), "pointer"));
+  ck_assert_str_eq(p, err.pointer);
+  ck_assert_uint_lt(strlen(p), OTF_ERROR_PTR_MAX); /* cut, and a '?' for the half character */
+  ck_assert_int_eq(p[strlen(p) - 1], '?');
+  ck_assert_ptr_nonnull(strstr(err.message, "unknown key 'a\xc3\xa9"));
+  free(text);
+  json_decref(back);
+  json_decref(errors);
+}
+END_TEST
+
 START_TEST(model_count_limits) {
   char body[4096];
   size_t k = (size_t)snprintf(body, sizeof(body), "{\"models\":[");
@@ -522,6 +559,7 @@ int main(void) {
   tcase_add_loop_test(tc, bad_specs_name_the_field, 0,
                       (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
   tcase_add_test(tc, every_problem_is_listed);
+  tcase_add_test(tc, messages_are_valid_utf8);
   tcase_add_test(tc, model_count_limits);
   tcase_add_test(tc, size_and_depth_limits);
   tcase_add_test(tc, allocation_failures_are_clean);
