@@ -46,8 +46,10 @@ run() { # label, then the command
   /usr/bin/time -v "$@" >"$T/out" 2>"$T/time"
   wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$T/time")
   rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$T/time")
+  usr=$(sed -n 's/.*User time (seconds): //p' "$T/time")
+  sys=$(sed -n 's/.*System time (seconds): //p' "$T/time")
   echo "$label: $(cat "$T/out")"
-  echo "$label: wall $wall, peak RSS $((rss / 1024)) MiB"
+  echo "$label: wall $wall, otfuse CPU ${usr} s user + ${sys} s system, peak RSS $((rss / 1024)) MiB"
 }
 tput() { awk -v m="$MIB" -v s="$1" 'BEGIN { printf "%.1f MiB/s", m / s }'; }
 
