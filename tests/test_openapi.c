@@ -380,6 +380,17 @@ START_TEST(lists_events_artifacts_schemas) {
          "\"next_after\":4}",
          1);
   expect(ev, "{\"items\":[],\"next_after\":0}", 1);
+  /* otfused's state events: no stage while there is none, a reason on failure */
+  expect(ev,
+         "{\"items\":[{\"seq\":1,\"time\":\"2026-12-04T23:00:00Z\",\"type\":\"state\","
+         "\"data\":{\"status\":\"queued\"}},{\"seq\":2,\"time\":\"2026-12-04T23:00:01Z\","
+         "\"type\":\"state\",\"data\":{\"status\":\"failed\",\"reason\":\"no config.json\"}}],"
+         "\"next_after\":2}",
+         1);
+  expect(ev,
+         "{\"items\":[{\"seq\":1,\"time\":\"2026-12-04T23:00:00Z\",\"type\":\"state\","
+         "\"data\":{\"stage\":\"loading\"}}],\"next_after\":1}",
+         0);
   expect(ev, "{\"items\":[]}", 0);
   /* a map event without its cost */
   expect(ev,
@@ -468,7 +479,46 @@ START_TEST(problem_validation_version_health_schemas) {
 }
 END_TEST
 
-int main(void) {
+/* test_openapi --validate SCHEMA FILE...: checks each JSON file (a real
+ * response saved by an integration test) against
+ * #/components/schemas/SCHEMA of the embedded document; prints one line
+ * per file and exits 1 if any does not conform. */
+static int validate_files(int argc, char **argv) {
+  if(argc < 4) {
+    fprintf(stderr, "usage: test_openapi --validate SCHEMA FILE...\n");
+    return 2;
+  }
+  size_t len = 0;
+  const char *text = otf_openapi_json(&len);
+  json_t *d = json_loadb(text, len, 0, NULL);
+  char ref[256], msg[4096];
+  snprintf(ref, sizeof(ref), "#/components/schemas/%s", argv[2]);
+  if(!d || !tu_schema_resolve(d, ref)) {
+    fprintf(stderr, "test_openapi: no schema %s\n", ref);
+    json_decref(d);
+    return 2;
+  }
+  int bad = 0;
+  for(int i = 3; i < argc; i++) {
+    json_error_t e;
+    json_t *x = json_load_file(argv[i], 0, &e);
+    if(!x) {
+      printf("%s: not JSON: %s\n", argv[i], e.text);
+      bad = 1;
+      continue;
+    }
+    int n = tu_schema_check(d, ref, x, msg, sizeof(msg));
+    printf("%s: %s %s%s%s\n", argv[i], argv[2], n ? "INVALID" : "ok", n ? ": " : "", n ? msg : "");
+    bad |= n != 0;
+    json_decref(x);
+  }
+  json_decref(d);
+  return bad;
+}
+
+int main(int argc, char **argv) {
+  if(argc > 1 && !strcmp(argv[1], "--validate"))
+    return validate_files(argc, argv);
   Suite *s = suite_create("openapi");
   TCase *tc = tcase_create("document");
   tcase_add_checked_fixture(tc, load_doc, free_doc);
