@@ -96,6 +96,11 @@ static int client_open(client *c, const char *cmd, const char *url, const char *
   c->token = token && *token ? token : getenv("OTFUSE_TOKEN");
   if(c->token && !*c->token)
     c->token = NULL;
+  for(const char *p = c->token; p && *p; p++)
+    if(*p <= ' ' || *p == 0x7f) {
+      fprintf(stderr, "otfuse %s: the token has a space or control character\n", cmd);
+      return 2;
+    }
   if(curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(c->h = curl_easy_init())) {
     fprintf(stderr, "otfuse %s: cannot initialise libcurl\n", cmd);
     return 1;
@@ -541,7 +546,18 @@ static int cmd_submit(int argc, char **argv) {
       json_object_set_new(spec, "metadata", m);
       break;
     }
-    case 'i': idem = optarg; break;
+    case 'i':
+      idem = optarg;
+      for(const char *p = idem; *p; p++)
+        if(*p <= ' ' || *p == 0x7f) {
+          rc = usage_err("submit", "--idempotency-key must be visible ASCII characters");
+          goto done;
+        }
+      if(!*idem) {
+        rc = usage_err("submit", "--idempotency-key is empty");
+        goto done;
+      }
+      break;
     case 'W': wait = 1; break;
     case 'q': quiet = 1; break;
     case OPT_URL: url = optarg; break;

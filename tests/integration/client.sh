@@ -4,7 +4,8 @@
 # `otfuse fuse`, exit codes by outcome (0 succeeded, 1 failed, 3
 # cancelled, 2 usage), the progress bar on a terminal, server errors shown
 # from problem+json, tokens from flags and the environment, idempotency,
-# an unreachable server.
+# `wait` riding out a kill -9 and restart of the server, an unreachable
+# server.
 . tests/cli/lib.sh
 . tests/integration/srvlib.sh
 ROOT=$(pwd)
@@ -47,6 +48,9 @@ expect_exit 2 "$OTFUSE" submit --qk joint --dtype f64 "$MD/vit_s0" "$MD/vit_s1" 
 expect_exit 2 "$OTFUSE" submit --align activations "$MD/vit_s0" "$MD/vit_s1" &&
   grep -q "/calibration/uri" "$T/err" && ok || bad "activations without calibration"
 expect_exit 2 "$OTFUSE" submit --url ftp://x "$MD/vit_s0" "$MD/vit_s1" && ok
+expect_exit 2 "$OTFUSE" submit --idempotency-key 'a b' "$MD/vit_s0" "$MD/vit_s1" && ok
+expect_exit 2 "$OTFUSE" jobs --token "$(printf 'x\r\nX-Evil: 1')" && grep -q "control character" "$T/err" && ok ||
+  bad "a token with CR LF"
 http GET /v1/jobs; [ "$(jq '.items | length' $T/body)" = 0 ] && ok || bad "a usage error reached the server"
 
 # ---- submit from flags, wait, status, download == otfuse fuse ----
@@ -146,6 +150,27 @@ grep -q '\[#*\.*\] *[0-9.]*%' "$T/tty_err" && grep -q '\[#\{30\}\] 100.0%  succe
 expect_exit 0 "$OTFUSE" wait "$B" && [ ! -s "$T/err" ] && ok || bad "no progress bar when stderr is not a terminal"
 srv_stop
 
+# ---- wait rides out a server crash (kill -9) and restart ----
+srv_start crash --local --file-root "$ROOT/tests/data" --file-root "$T" --workers 1 || exit 1
+CPORT=$PORT
+expect_exit 0 "$OTFUSE" submit -q --url "$URL" "$T/big1" "$T/big2" && ok; C=$(cat "$T/out")
+"$OTFUSE" wait --url "$URL" --timeout 120 "$C" >"$T/crash_out" 2>"$T/crash_err" &
+WP=$!
+i=0; while [ $i -lt 100 ]; do
+  http GET "/v1/jobs/$C"; [ "$(jq -r .status $T/body)" = running ] && break; sleep 0.05; i=$((i + 1)); done
+srv_stop KILL
+sleep 1
+mv "$T/crash.log" "$T/crash1.log"
+srv_start crash --local --file-root "$ROOT/tests/data" --file-root "$T" --workers 1 \
+  --listen "127.0.0.1:$CPORT" || exit 1
+wait $WP; WRC=$?
+st=$(jq -r .status "$T/crash_out" 2>/dev/null)
+{ [ $WRC = 0 ] && [ "$st" = succeeded ]; } || { [ $WRC = 1 ] && [ "$st" = failed ]; } && ok ||
+  bad "wait across a restart: exit $WRC, status $st, $(cat $T/crash_err)"
+grep -q "cannot reach the server, retrying" "$T/crash_err" && ok || bad "the outage was not reported"
+echo "job across kill -9: $st (attempt $(jq -r .attempt $T/crash_out 2>/dev/null))"
+srv_stop
+
 # ---- tokens ----
 srv_start auth --token s3cret --file-root "$ROOT/tests/data" || exit 1
 expect_exit 1 "$OTFUSE" jobs --url "$URL" && grep -q "HTTP 401" "$T/err" && ok || bad "no token"
@@ -160,4 +185,4 @@ srv_stop
 expect_exit 1 "$OTFUSE" status j0000000000000000000 --url "$URL" && grep -q "cannot reach" "$T/err" && ok ||
   bad "unreachable"
 
-finish "otfuse client" 69
+finish "otfuse client" 74
