@@ -391,6 +391,29 @@ async function main() {
     assert.deepEqual(low, []);
   });
 
+  await step("the dashboard runs under a strict Content-Security-Policy", async () => {
+    /* No inline script or style and no external origin: a server may send
+     * this policy for / and /ui/*. Added here by interception. */
+    const csp = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+    const p2 = await page.context().newPage();
+    const violations = [];
+    p2.on("console", (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+    p2.on("pageerror", (e) => violations.push(e.message));
+    await p2.route(BASE + "/", async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, headers: Object.assign({}, res.headers(), { "content-security-policy": csp }) });
+    });
+    await p2.goto(BASE + "/");
+    await p2.getByRole("alert").filter({ hasText: "API token" }).waitFor();
+    await p2.getByLabel("API token").fill(TOKEN);
+    await p2.keyboard.press("Enter");
+    await p2.locator("#jobs-table tbody tr").first().waitFor();
+    await p2.goto(BASE + "/#/jobs/" + jobId);
+    await p2.locator("#chart svg.panel").first().waitFor();
+    await p2.close();
+    assert.deepEqual(violations, []);
+  });
+
   await step("no uncaught errors in the page", async () => {
     assert.deepEqual(pageErrors, []);
   });
