@@ -101,7 +101,7 @@ install-deps:
 check: install-deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: $(TESTS) $(OTFUSE) $(OTFUSED)
+test-run: $(TESTS) $(OTFUSE) $(OTFUSED) $(TOOLS)
 	@sh tests/run.sh $(BUILD) $(TESTS)
 
 ASAN_BUILD ?= build/asan

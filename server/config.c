@@ -145,7 +145,7 @@ static otf_status apply(otf_srv_config *c, int id, const char *v, const char *sr
   switch(id) {
   case O_LISTEN: {
     const char *colon = strrchr(v, ':');
-    if(!colon || colon == v || parse_int(colon + 1, 1, 65535, &x) != 0)
+    if(!colon || colon == v || parse_int(colon + 1, 0, 65535, &x) != 0)
       return OTF_FAIL(err, OTF_E_INVAL, src, "%s must be HOST:PORT, got '%.100s'", src, v);
     char *host = strndup(v, (size_t)(colon - v));
     if(!host)

@@ -231,6 +231,8 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
     otf_model_config mc;
     if(otf_model_config_load(&mc, cfgp, NULL) == OTF_OK) {
       res->layers = mc.num_layers;
+      if(io->layers)
+        io->layers(io->ctx, mc.num_layers);
       otf_model_config_free(&mc);
     }
   }

@@ -19,6 +19,7 @@ typedef struct otf_run_io {
   void (*progress)(void *ctx, const char *stage, double fraction);
   void (*map)(void *ctx, const char *map_json); /* one transport map solved */
   void (*warning)(void *ctx, const char *message);
+  void (*layers)(void *ctx, int n); /* depth of the anchor, once known */
   const volatile int *cancel;
 } otf_run_io;
 

@@ -132,15 +132,20 @@ static void w_warning(void *ctx, const char *msg) {
   json_decref(d);
 }
 
+static void w_layers(void *ctx, int n) {
+  slot *sl = ctx;
+  pthread_mutex_lock(&sl->s->mu);
+  sl->layers = n;
+  sl->dirty = 1;
+  pthread_mutex_unlock(&sl->s->mu);
+}
+
 static void work_cb(uv_work_t *w) {
   slot *sl = w->data;
   otf_storage *st = sl->s->api->storage;
   otf_run_io io = {.ctx = sl, .progress = w_progress, .map = w_map, .warning = w_warning,
-                   .cancel = &sl->cancel};
+                   .layers = w_layers, .cancel = &sl->cancel};
   otf_run_job(st, json_object_get(sl->spec, "spec"), sl->out_dir, &io, &sl->res);
-  pthread_mutex_lock(&sl->s->mu);
-  sl->layers = sl->res.layers;
-  pthread_mutex_unlock(&sl->s->mu);
 }
 
 /* ---- loop side ---- */

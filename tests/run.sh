@@ -10,9 +10,9 @@ for t in "$@"; do
 done
 for s in tests/cli/*.sh tests/integration/*.sh; do
   [ -f "$s" ] || continue
-  [ "$(basename "$s")" = lib.sh ] && continue
+  case "$(basename "$s")" in lib.sh | srvlib.sh) continue ;; esac
   echo "== $(basename "$s")"
-  if OTFUSE="$build/otfuse" OTFUSED="$build/otfused" sh "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $s"; fi
+  if OTF_BUILD="$build" OTFUSE="$build/otfuse" OTFUSED="$build/otfused" sh "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $s"; fi
 done
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

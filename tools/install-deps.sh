@@ -5,7 +5,7 @@
 set -eu
 PKGS="build-essential pkg-config libopenblas-dev libjansson-dev check
       libsubunit-dev libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev
-      libsqlite3-dev libssl-dev clang curl"
+      libsqlite3-dev libssl-dev clang curl jq"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
