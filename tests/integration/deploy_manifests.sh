@@ -264,6 +264,21 @@ const tmpMount = mounts.find((m) => m.mountPath === "/tmp");
 check(tmpMount && vols.some((v) => v.name === tmpMount.name && v.emptyDir !== undefined), "writable /tmp (emptyDir) beside the read-only root");
 for (const m of mounts) check(vols.some((v) => v.name === m.name), "volumeMount " + m.name + " has a volume");
 check(((pvc.spec || {}).accessModes || []).includes("ReadWriteOnce"), "PVC ReadWriteOnce");
+/* otfused refuses a file root that does not exist: a root on the (fresh)
+ * data volume must be made by an init container mounting that volume. */
+const roots = String(cmData.OTFUSED_FILE_ROOTS || "").split(":").filter(Boolean);
+for (const root of roots.filter((r) => r.startsWith(cmData.OTFUSED_DATA_DIR + "/"))) {
+  const makers = (pod.initContainers || []).filter((ic) =>
+    (ic.volumeMounts || []).some((m) => dataVol && m.name === dataVol.name && m.mountPath === cmData.OTFUSED_DATA_DIR) &&
+    /mkdir -p/.test((ic.command || []).concat(ic.args || []).join(" ")) &&
+    (ic.command || []).concat(ic.args || []).join(" ").split(/\s+/).includes(root));
+  check(makers.length === 1, "an init container creates file root " + root + " on the data volume");
+}
+for (const ic of pod.initContainers || []) {
+  const sc = ic.securityContext || {};
+  check(sc.readOnlyRootFilesystem === true && sc.allowPrivilegeEscalation === false, "init container " + ic.name + " locked down");
+  check(ic.image === c.image, "init container " + ic.name + " uses the otfused image");
+}
 
 /* Service. */
 const ss = svc.spec || {};
@@ -285,6 +300,9 @@ const user = (df.match(/^USER\s+(\d+)/m) || [])[1];
 check(user && parseInt(user, 10) === psc.runAsUser, "Dockerfile USER " + user + " = runAsUser " + psc.runAsUser);
 check(/^HEALTHCHECK .*healthcheck\.sh/m.test(df) && /\/livez/.test(fs.readFileSync("docker/healthcheck.sh", "utf8")), "HEALTHCHECK on /livez");
 check(/docker\/install\.sh/.test(df), "Dockerfile runs docker/install.sh");
+for (const root of String(dEnv.OTFUSED_FILE_ROOTS || "").split(":").filter(Boolean))
+  check(new RegExp("install -d [^\\n]*" + root.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "(\\s|$)", "m").test(df),
+    "the image creates file root " + root);
 
 /* systemd unit. */
 const unit = fs.readFileSync("deploy/otfused.service", "utf8");
@@ -293,6 +311,9 @@ const stop = parseInt((unit.match(/^TimeoutStopSec=(\d+)/m) || [])[1], 10);
 const ugrace = parseInt((unit.match(/^Environment=OTFUSED_GRACE_SECONDS=(\d+)/m) || [])[1], 10);
 check(stop >= ugrace + 5, "TimeoutStopSec " + stop + " >= grace " + ugrace + " + 5");
 check(/^ExecStart=\/usr\/local\/bin\/otfused\b/m.test(unit), "ExecStart is the installed otfused");
+const stateDirs = ((unit.match(/^StateDirectory=(.*)$/m) || [])[1] || "").split(/\s+/).filter(Boolean).map((d) => "/var/lib/" + d);
+const unitRoots = ((unit.match(/^Environment=OTFUSED_FILE_ROOTS=(.*)$/m) || [])[1] || "").split(":").filter(Boolean);
+for (const root of unitRoots) check(stateDirs.includes(root), "systemd creates file root " + root + " (StateDirectory=)");
 
 console.log("static: " + pass + " passed, " + fails + " failed");
 console.log("PORT_PATHS " + ["/livez", "/readyz"].join(" "));
