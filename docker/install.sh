@@ -12,8 +12,9 @@
 #   4. smoke-test the installed binaries from outside the source tree:
 #      otfuse --help, otfused --help, then start the installed otfused on a
 #      free loopback port with a scratch data dir, wait for GET /livez = 200,
-#      check GET /v1/version names otfused, GET / is the dashboard, then
-#      SIGTERM it and require a clean exit.
+#      check GET /v1/version names otfused, GET / is the dashboard, the
+#      image's HEALTHCHECK script passes, then SIGTERM it and require a
+#      clean exit (after which the HEALTHCHECK script must fail).
 # Exit status 0 only if every step passed. Needs make, curl, dpkg.
 set -eu
 
@@ -31,6 +32,7 @@ done
 [ $# -eq 1 ] || { echo "usage: docker/install.sh [--build-dir DIR] [--no-build] [--prefix P] STAGE_DIR" >&2; exit 2; }
 case $1 in /*) stage=$1 ;; *) stage=$(pwd)/$1 ;; esac
 cd "$(dirname "$0")/.."
+healthcheck=$(pwd)/docker/healthcheck.sh
 
 say() { echo "install.sh: $*"; }
 fail() { echo "install.sh: FAILED: $*" >&2; exit 1; }
@@ -108,8 +110,13 @@ grep -q '"name" *: *"otfused"' version.json || fail "GET /v1/version body: $(cat
 curl -sf "http://127.0.0.1:$port/" >index.html || fail "GET / (dashboard)"
 grep -qi '<!doctype html>' index.html && grep -q '/ui/app.js' index.html ||
   fail "GET / is not the embedded dashboard"
+# The image's HEALTHCHECK script: healthy now, unhealthy once stopped.
+OTFUSED_LISTEN="127.0.0.1:$port" bash "$healthcheck" || fail "docker/healthcheck.sh on a live server"
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
 pid=""
 [ $rc -eq 0 ] || fail "installed otfused exited $rc after SIGTERM: $(tail -n 3 server*.log)"
-say "smoke test passed: /livez, /v1/version $(cat version.json), dashboard, clean SIGTERM"
+if OTFUSED_LISTEN="127.0.0.1:$port" bash "$healthcheck" 2>/dev/null; then
+  fail "docker/healthcheck.sh says healthy with the server stopped"
+fi
+say "smoke test passed: /livez, /v1/version $(cat version.json), dashboard, healthcheck, clean SIGTERM"
