@@ -19,39 +19,6 @@ typedef struct pctx {
   int nomem;
 } pctx;
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs,
- * surrogates or code points past U+10FFFF), 0 if there is none. */
-static size_t utf8_seq(const unsigned char *p) {
-  unsigned char c = p[0];
-  if(c < 0x80)
-    return 1;
-  size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if(c == 0xE0) lo = 0xA0;
-  if(c == 0xED) hi = 0x9F;
-  if(c == 0xF0) lo = 0x90;
-  if(c == 0xF4) hi = 0x8F;
-  for(size_t i = 1; i < n; i++) {
-    if(p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xBF))
-      return 0;
-  }
-  return n;
-}
-
-/* Replaces every byte that does not start a valid UTF-8 sequence with
- * '?': messages quote the client's bytes (and truncation can split a
- * character), yet they must go into JSON. */
-static void utf8_fix(char *s) {
-  unsigned char *p = (unsigned char *)s;
-  while(*p) {
-    size_t n = utf8_seq(p);
-    if(n == 0)
-      *p++ = '?';
-    else
-      p += n;
-  }
-}
-
 static void problem(pctx *c, otf_status code, const char *ptr, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -62,8 +29,8 @@ static void problem(pctx *c, otf_status code, const char *ptr_in, const char *fm
   vsnprintf(detail, sizeof(detail), fmt, ap);
   va_end(ap);
   snprintf(ptr, sizeof(ptr), "%s", ptr_in);
-  utf8_fix(detail);
-  utf8_fix(ptr);
+  otf_utf8_fix(detail);
+  otf_utf8_fix(ptr);
   if(c->first == OTF_OK) {
     c->first = code;
     otf__error_set(c->err, code, __FILE__, __LINE__, ptr, "%s", detail);

@@ -118,6 +118,7 @@ static void problem_status(otf_http_resp *r, const otf_http_req *q, int status,
   va_start(ap, fmt);
   vsnprintf(detail, sizeof(detail), fmt, ap);
   va_end(ap);
+  otf_utf8_fix(detail);
   json_t *p = otf_api_problem(code, detail, pointer, q->path, q->request_id);
   if(p) {
     json_object_set_new(p, "status", json_integer(status));

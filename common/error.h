@@ -23,6 +23,11 @@ typedef struct otf_error {
 /* Resets err (may be NULL) to OTF_OK with empty strings. */
 void otf_error_clear(otf_error *err);
 
+/* Replaces every byte of s that does not start a valid UTF-8 sequence
+ * with '?', in place. otf__error_set applies it to every message and
+ * pointer, so that error text can always go into JSON. */
+void otf_utf8_fix(char *s);
+
 /* Fills err (may be NULL) and returns code, so that a failure is one line:
  *   return OTF_FAIL(err, OTF_E_INVAL, "/ot/reg", "reg must be > 0, got %g", r);
  * pointer may be NULL. Messages longer than the buffer are truncated. */
