@@ -10,6 +10,9 @@ int otf_cli_fuse(int argc, char **argv);
 /* otfuse cp SRC DST: copy a model folder between stores (cli/cmd_cp.c). */
 int otf_cli_cp(int argc, char **argv);
 int otf_cli_finetune(int argc, char **argv);
+/* The otfused client (cli/cmd_client.c): argv[0] is submit, status, wait,
+ * jobs, cancel or download. */
+int otf_cli_client(int argc, char **argv);
 
 /* Finetuning pieces shared by `otfuse finetune` and `otfuse fuse --finetune-*`
  * (cli/cmd_finetune.c). _set applies one option (key without the leading

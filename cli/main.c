@@ -17,6 +17,12 @@ static void usage(FILE *f) {
           "  inspect  describe a model folder or a safetensors file\n"
           "  eval     accuracy and loss of a model on a labelled data file\n"
           "  finetune train a model (e.g. a fused one) briefly on labelled data\n"
+          "  submit   submit a fusion job to otfused (a spec file, or fuse options)\n"
+          "  status   show a job of otfused\n"
+          "  wait     follow a job until it ends (exit 0 succeeded, 1 failed, 3 cancelled)\n"
+          "  jobs     list otfused's jobs\n"
+          "  cancel   cancel a job\n"
+          "  download download a finished job's artifacts, checked against their SHA-256\n"
           "  version  print the version\n"
           "\n"
           "Run 'otfuse <command> --help' for a command's options.\n");
@@ -40,6 +46,9 @@ int main(int argc, char **argv) {
     return otf_cli_finetune(argc - 1, argv + 1);
   if(!strcmp(cmd, "inspect"))
     return otf_cli_inspect(argc - 1, argv + 1);
+  if(!strcmp(cmd, "submit") || !strcmp(cmd, "status") || !strcmp(cmd, "wait") ||
+     !strcmp(cmd, "jobs") || !strcmp(cmd, "cancel") || !strcmp(cmd, "download"))
+    return otf_cli_client(argc - 1, argv + 1);
   if(!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("otfuse %s\n", OTFUSE_VERSION);
     return 0;
