@@ -4,7 +4,7 @@
 #   make asan          the check suites again under AddressSanitizer + UBSan
 #   make bench         benchmarks (speed), not tests
 #   make install-deps  install the Debian packages the project needs
-#   make demo          install, build, and solve a sample OT problem
+#   make demo          install, build, run otfused and fuse the fixtures through it
 # Build outputs go to $(BUILD) (build/ by default, build/asan for `make asan`).
 
 CC      ?= cc
@@ -113,39 +113,14 @@ asan:
 bench: $(BENCHES) $(TOOLS) $(OTFUSE)
 	@for b in $(BENCHES); do $$b || exit 1; done
 
-# The main job available today, on the committed fixtures (local files
-# only): fuse two ViTs and two BERTs with OT, evaluate parents and results.
+# The main job: otfused on the embedded default (local data dir, SQLite,
+# file storage) on loopback; the bundled fixtures fused through its API (OT
+# and the plain-average baseline, ViT and BERT), progress followed, results
+# downloaded and evaluated beside their parents; then the server stops.
 DEMO_OUT ?= build/demo
 demo: install-deps
 	@$(MAKE) --no-print-directory all
-	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
-	$(OTFUSE) fuse --solver exact -o $(DEMO_OUT)/vit_fused tests/data/models/vit_s0 tests/data/models/vit_s1
-	$(OTFUSE) fuse --align activations --calibration tests/data/eval/text_cls_train.safetensors \
-	  -o $(DEMO_OUT)/bert_fused tests/data/models/bert_cls_s0 tests/data/models/bert_cls_s1
-	@for m in tests/data/models/vit_s0 tests/data/models/vit_s1 $(DEMO_OUT)/vit_fused; do \
-	  printf '%-28s ' $$(basename $$m); $(OTFUSE) eval $$m --data tests/data/eval/digits_eval.safetensors; done
-	@for m in tests/data/models/bert_cls_s0 tests/data/models/bert_cls_s1 $(DEMO_OUT)/bert_fused; do \
-	  printf '%-28s ' $$(basename $$m); $(OTFUSE) eval $$m --data tests/data/eval/text_cls_eval.safetensors; done
-	@echo "fused models and fusion_report.json are in $(DEMO_OUT)/"
-
-# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the two binaries
-# (the dashboard is inside otfused) and the documentation, including the
-# systemd unit and Kubernetes notes as examples. Builds first if needed;
-# docker/install.sh runs this into a staging prefix and smoke-tests it.
-PREFIX  ?= /usr/local
-DESTDIR ?=
-DOCDIR   = $(PREFIX)/share/doc/otfuse
-.PHONY: install uninstall
-install: $(OTFUSE) $(OTFUSED)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR)/examples
-	install -m 0755 $(OTFUSE) $(OTFUSED) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
-	install -m 0644 deploy/README.md $(DESTDIR)$(DOCDIR)/deploy.md
-	install -m 0644 deploy/otfused.service $(DESTDIR)$(DOCDIR)/examples/otfused.service
-
-uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/otfuse $(DESTDIR)$(PREFIX)/bin/otfused
-	rm -rf $(DESTDIR)$(DOCDIR)
+	@sh tools/demo.sh $(BUILD) $(DEMO_OUT)
 
 check-style:
 	@! grep -nE '\b(exit|abort|sprintf|strcpy|strcat|gets)\(' common/*.c fusion/*.c storage/*.c api/*.c 2>/dev/null || \
