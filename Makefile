@@ -122,6 +122,26 @@ demo: install-deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/demo.sh $(BUILD) $(DEMO_OUT)
 
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the two binaries
+# (the dashboard is inside otfused) and the documentation, including the
+# systemd unit and Kubernetes notes as examples. Builds first if needed;
+# docker/install.sh runs this into a staging prefix and smoke-tests it
+# (tests/integration/install.sh).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+DOCDIR   = $(PREFIX)/share/doc/otfuse
+.PHONY: install uninstall
+install: $(OTFUSE) $(OTFUSED)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR)/examples
+	install -m 0755 $(OTFUSE) $(OTFUSED) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 deploy/README.md $(DESTDIR)$(DOCDIR)/deploy.md
+	install -m 0644 deploy/otfused.service $(DESTDIR)$(DOCDIR)/examples/otfused.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/otfuse $(DESTDIR)$(PREFIX)/bin/otfused
+	rm -rf $(DESTDIR)$(DOCDIR)
+
 check-style:
 	@! grep -nE '\b(exit|abort|sprintf|strcpy|strcat|gets)\(' common/*.c fusion/*.c storage/*.c api/*.c 2>/dev/null || \
 	  (echo "banned call in library code" && false)
