@@ -225,12 +225,14 @@
       this.errorDelay = 0;   /* grows while calls fail */
       this.hiddenDelay = 0;  /* grows while the tab stays hidden */
       this.running = false;
+      this.again = false;    /* now() was called while a call was in flight */
       this.onVisible = () => { if (!document.hidden) this.now(); };
       document.addEventListener("visibilitychange", this.onVisible);
     }
     async tick() {
       this.timer = null;
-      if (this.stopped || this.running) return;
+      if (this.stopped) return;
+      if (this.running) { this.again = true; return; }
       this.running = true;
       let delay;
       try {
@@ -242,7 +244,9 @@
         if (!(e instanceof ApiError && e.status === 401)) showAlert(e.message, true);
       }
       this.running = false;
-      if (this.stopped || delay === null) return;
+      if (this.stopped) return;
+      if (this.again) { this.again = false; delay = 0; }
+      if (delay === null) return;
       if (document.hidden) {
         this.hiddenDelay = Math.min(POLL_MAX_MS, Math.max(delay * 2, this.hiddenDelay * 2));
         delay = this.hiddenDelay;
