@@ -7,52 +7,9 @@
 set -u
 . tests/cli/lib.sh
 
-if ! command -v moto_server >/dev/null 2>&1; then
-  echo "storage_s3: moto_server not found on PATH. These tests need moto's server"
-  echo "  (Python: pip install 'moto[server]'); it is not a Debian package and"
-  echo "  'make install-deps' does not install it."
-  exit 1
-fi
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-INITIAL_NO_AUTH_ACTION_COUNT=3 moto_server -H 127.0.0.1 -p "$port" >"$T/moto.log" 2>&1 &
-moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$T"' EXIT
-ep="http://127.0.0.1:$port"
-i=0
-until python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; do
-  i=$((i + 1))
-  [ $i -gt 150 ] && { echo "storage_s3: moto_server did not start"; cat "$T/moto.log"; exit 1; }
-  sleep 0.2
-done
-
-# IAM user + key + policy (the three unauthenticated requests), then a bucket
-# created with the key (signed by botocore, which moto ships with).
-keys=$(python3 - "$ep" <<'PY'
-import sys, urllib.request, urllib.parse, re
-ep = sys.argv[1]
-hdr = {"Authorization": "AWS4-HMAC-SHA256 Credential=setup/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0"}
-def iam(params):
-    params["Version"] = "2010-05-08"
-    req = urllib.request.Request(ep, data=urllib.parse.urlencode(params).encode(), headers=hdr)
-    return urllib.request.urlopen(req, timeout=30).read().decode()
-iam({"Action": "CreateUser", "UserName": "otf"})
-x = iam({"Action": "CreateAccessKey", "UserName": "otf"})
-iam({"Action": "PutUserPolicy", "UserName": "otf", "PolicyName": "all",
-     "PolicyDocument": '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}'})
-ak = re.search("<AccessKeyId>(.*?)</AccessKeyId>", x).group(1)
-sk = re.search("<SecretAccessKey>(.*?)</SecretAccessKey>", x).group(1)
-import boto3
-boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk,
-             region_name="us-east-1").create_bucket(Bucket="otf")
-print(ak, sk)
-PY
-) || { echo "storage_s3: IAM/bucket set-up failed"; exit 1; }
-set -- $keys
-export AWS_ENDPOINT_URL_S3="$ep" AWS_ACCESS_KEY_ID="$1" AWS_SECRET_ACCESS_KEY="$2" AWS_REGION=us-east-1
-# moto checks signatures over the query with %2F decoded; see storage/s3.c.
-export OTF_S3_QUERY_SLASH=raw
-unset AWS_ENDPOINT_URL AWS_PROFILE AWS_SESSION_TOKEN
+. tests/integration/motolib.sh
+trap 'moto_stop; rm -rf "$T"' EXIT
+moto_start storage_s3 || exit 1
 export OTFUSE_CACHE_DIR="$T/cache"
 
 # 1. cp round trip, local -> s3 -> local, verified against the manifest.
