@@ -435,6 +435,75 @@ static void parse_output(pctx *c, json_t *outp, otf_jobspec *s, const char **uri
     bad_name(c, "/output", "dtype", d, "f32, f16 or bf16");
 }
 
+/* obj[key] as a finite number in [lo, hi] (lo_open: > lo); 1 if present and valid. */
+static int get_real(pctx *c, json_t *obj, const char *base, const char *key, double lo,
+                    int lo_open, double hi, double *out) {
+  json_t *v = obj ? json_object_get(obj, key) : NULL;
+  if(!v)
+    return 0;
+  char p[OTF_ERROR_PTR_MAX];
+  ptr_key(p, sizeof(p), base, key);
+  if(!json_is_number(v)) {
+    problem(c, OTF_E_INVAL, p, "%s must be a number, got %s", key, type_name(v));
+    return 0;
+  }
+  double x = json_number_value(v);
+  if(!(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+    problem(c, OTF_E_INVAL, p, "%s must be %s %g and at most %g, got %g", key,
+            lo_open ? ">" : ">=", lo, hi, x);
+    return 0;
+  }
+  *out = x;
+  return 1;
+}
+
+/* "finetune": a short training of the fused model (otf_finetune_dir),
+ * with the keys of `otfuse fuse --finetune-*`. */
+static void parse_finetune(pctx *c, json_t *ft, otf_jobspec *s, const char **data,
+                           const char **eval) {
+  static const char *const keys[] = {"data_uri", "eval_uri", "epochs", "steps", "lr", "batch",
+                                     "warmup", "weight_decay", "seed", "augment_shift"};
+  if(!ft || json_is_null(ft))
+    return;
+  if(!json_is_object(ft)) {
+    problem(c, OTF_E_INVAL, "/finetune", "finetune must be an object, got %s", type_name(ft));
+    return;
+  }
+  s->finetune = 1;
+  check_keys(c, ft, "/finetune", keys, sizeof(keys) / sizeof(*keys));
+  *data = get_uri(c, ft, "/finetune", "data_uri", 0);
+  if(!json_object_get(ft, "data_uri"))
+    problem(c, OTF_E_INVAL, "/finetune/data_uri",
+            "finetune needs data_uri: a labelled safetensors file to train on");
+  *eval = get_uri(c, ft, "/finetune", "eval_uri", 1);
+  otf_finetune_opts *o = &s->ft;
+  double x;
+  json_int_t v;
+  if(get_real(c, ft, "/finetune", "epochs", 0.0, 0, 10000.0, &x))
+    o->epochs = x;
+  if(get_int(c, ft, "/finetune", "steps", 0, 100000000, &v)) {
+    o->steps = (uint64_t)v;
+    if(!json_object_get(ft, "epochs"))
+      o->epochs = 0.0; /* a step budget */
+  }
+  if(o->epochs > 0.0 && o->steps > 0)
+    problem(c, OTF_E_INVAL, "/finetune/steps", "give epochs or steps, not both");
+  else if(!(o->epochs > 0.0) && o->steps == 0)
+    problem(c, OTF_E_INVAL, "/finetune/epochs", "finetune needs a budget: epochs > 0 or steps > 0");
+  if(get_real(c, ft, "/finetune", "lr", 0.0, 1, 10.0, &x))
+    o->lr = x;
+  if(get_int(c, ft, "/finetune", "batch", 1, 65536, &v))
+    o->batch = (size_t)v;
+  if(get_real(c, ft, "/finetune", "warmup", 0.0, 0, 1.0, &x))
+    o->warmup = x;
+  if(get_real(c, ft, "/finetune", "weight_decay", 0.0, 0, 10.0, &x))
+    o->weight_decay = x;
+  if(get_int(c, ft, "/finetune", "seed", 0, INT64_MAX, &v))
+    o->seed = (uint64_t)v;
+  if(get_int(c, ft, "/finetune", "augment_shift", 0, 64, &v))
+    o->augment_shift = (int)v;
+}
+
 /* Options that only make sense with others. */
 static void cross_check(pctx *c, const otf_jobspec *s, const char *cal_uri) {
   const otf_fuse_opts *o = &s->opts;
@@ -503,6 +572,19 @@ static json_t *normalise(const otf_jobspec *s, json_t *metadata) {
       str_or_null(s->calibration_uri), "samples", (json_int_t)o->samples, "seed",
       (json_int_t)o->seed, "output", "uri", str_or_null(s->output_uri), "dtype",
       str_or_null(dt), "metadata", metadata);
+  if(spec && s->finetune) {
+    const otf_finetune_opts *f = &s->ft;
+    json_t *ft = json_pack("{s:s, s:o, s:f, s:I, s:f, s:I, s:f, s:f, s:I, s:i}", "data_uri",
+                           s->ft_data_uri, "eval_uri", str_or_null(s->ft_eval_uri), "epochs",
+                           f->epochs, "steps", (json_int_t)f->steps, "lr", f->lr, "batch",
+                           (json_int_t)f->batch, "warmup", f->warmup, "weight_decay",
+                           f->weight_decay, "seed", (json_int_t)f->seed, "augment_shift",
+                           f->augment_shift);
+    if(!ft || json_object_set_new(spec, "finetune", ft) != 0) {
+      json_decref(spec);
+      return NULL;
+    }
+  }
   return spec; /* "o" references are stolen even when packing fails */
 fail:
   json_decref(metadata);
@@ -528,6 +610,8 @@ otf_status otf_jobspec_parse(otf_jobspec *out, const char *body, size_t len,
     return OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory for a job spec");
   json_t *root = NULL;
   const char *uris[OTF_MAX_PARENTS] = {0}, *cal_uri = NULL, *out_uri = NULL;
+  const char *ft_data = NULL, *ft_eval = NULL;
+  otf_finetune_opts_default(&out->ft);
 
   if(!body || len == 0) {
     problem(&c, OTF_E_FORMAT, "", "the job spec is empty: send a JSON object");
@@ -556,7 +640,7 @@ otf_status otf_jobspec_parse(otf_jobspec *out, const char *body, size_t len,
     goto done;
   }
   static const char *const keys[] = {"models", "method", "ot", "calibration", "output",
-                                     "metadata"};
+                                     "finetune", "metadata"};
   check_keys(&c, root, "", keys, sizeof(keys) / sizeof(*keys));
   parse_models(&c, root, out, max_models, uris);
   const char *m = get_string(&c, root, "", "method", 0);
@@ -565,6 +649,7 @@ otf_status otf_jobspec_parse(otf_jobspec *out, const char *body, size_t len,
   parse_ot(&c, json_object_get(root, "ot"), out, out->n_models);
   parse_calibration(&c, json_object_get(root, "calibration"), out, &cal_uri);
   parse_output(&c, json_object_get(root, "output"), out, &out_uri);
+  parse_finetune(&c, json_object_get(root, "finetune"), out, &ft_data, &ft_eval);
   json_t *md = json_object_get(root, "metadata");
   if(md && !json_is_object(md) && !json_is_null(md))
     problem(&c, OTF_E_INVAL, "/metadata", "metadata must be an object, got %s", type_name(md));
@@ -579,6 +664,10 @@ otf_status otf_jobspec_parse(otf_jobspec *out, const char *body, size_t len,
   if(cal_uri && !(out->calibration_uri = dup_str(cal_uri)))
     c.nomem = 1;
   if(out_uri && !(out->output_uri = dup_str(out_uri)))
+    c.nomem = 1;
+  if(ft_data && !(out->ft_data_uri = dup_str(ft_data)))
+    c.nomem = 1;
+  if(ft_eval && !(out->ft_eval_uri = dup_str(ft_eval)))
     c.nomem = 1;
   if(md && json_is_object(md) && !(out->metadata = json_deep_copy(md)))
     c.nomem = 1;
@@ -612,6 +701,8 @@ void otf_jobspec_free(otf_jobspec *s) {
     otf_free(s->models[i]);
   otf_free(s->calibration_uri);
   otf_free(s->output_uri);
+  otf_free(s->ft_data_uri);
+  otf_free(s->ft_eval_uri);
   json_decref(s->spec);
   json_decref(s->metadata);
   memset(s, 0, sizeof(*s));

@@ -24,6 +24,7 @@
 
 #include "common/error.h"
 #include "fusion/fuse.h"
+#include "fusion/train_job.h"
 
 /* Bytes of one job spec. A spec with 16 model URIs of a few hundred bytes
  * and some metadata is a few KiB; 1 MiB leaves room for large metadata
@@ -55,6 +56,10 @@ typedef struct otf_jobspec {
   json_t *spec;                    /* the normalised spec, every default filled
                                       in, metadata included ({} when absent)
                                       (owned) */
+  int finetune;                    /* a "finetune" section was given */
+  otf_finetune_opts ft;            /* its options (CLI defaults filled in) */
+  char *ft_data_uri;               /* labelled training data (owned) */
+  char *ft_eval_uri;               /* labelled eval data, NULL when absent (owned) */
   json_t *metadata;                /* echoed back; a copy of the spec's object,
                                       or NULL when absent (owned) */
 } otf_jobspec;

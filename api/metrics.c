@@ -31,10 +31,10 @@ static const double job_b[] = {1, 5, 15, 60, 300, 900, 3600, 14400};
 #define N_JOB (sizeof(job_b) / sizeof(job_b[0]))
 
 static const char *const outcomes[] = {"succeeded", "failed", "cancelled"};
-static const char *const stages[] = {"fetching", "loading", "calibrating", "aligning",
-                                     "writing", "uploading"};
+static const char *const stages[] = {"fetching", "loading",    "calibrating", "aligning",
+                                     "writing",  "evaluating", "finetuning",  "uploading"};
 #define N_OUT 3
-#define N_STAGE 6
+#define N_STAGE 8
 
 typedef struct hist {
   uint64_t bucket[16]; /* cumulative at render time */

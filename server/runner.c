@@ -13,7 +13,10 @@
 #include "api/jobspec.h"
 #include "common/alloc.h"
 #include "fusion/fuse.h"
+#include "fusion/eval.h"
 #include "fusion/hfconfig.h"
+#include "fusion/model.h"
+#include "fusion/train_job.h"
 #include "storage/manifest.h"
 
 /* Fractions of the whole job given to each stage (fetching is instant for
@@ -38,6 +41,96 @@ static void fuse_progress(void *ctx, const char *stage, double fraction) {
   run_ctx *r = ctx;
   if(r->io->progress)
     r->io->progress(r->io->ctx, stage, r->base + r->span * fraction);
+}
+
+static void ft_progress(void *ctx, uint64_t step, uint64_t steps) {
+  run_ctx *r = ctx;
+  if(r->io->progress && steps)
+    r->io->progress(r->io->ctx, "finetuning", r->base + r->span * ((double)step / (double)steps));
+}
+
+static void ft_metrics(void *ctx, const char *json) {
+  run_ctx *r = ctx;
+  if(r->io->event)
+    r->io->event(r->io->ctx, "finetune", json);
+}
+
+/* Accuracy and loss of the model in dir on a labelled file, as JSON. */
+static json_t *evaluate(const char *dir, const char *data, otf_error *err) {
+  otf_model *m = NULL;
+  otf_eval_result res;
+  if(otf_model_open(&m, dir, 0, err) != OTF_OK)
+    return NULL;
+  otf_status rc = otf_eval(&res, m, data, 0, err);
+  otf_model_close(m);
+  if(rc != OTF_OK)
+    return NULL;
+  return json_pack("{s:f, s:f, s:I}", "accuracy", res.accuracy, "loss", res.loss, "n",
+                   (json_int_t)res.n);
+}
+
+/* The finetuning stage: fused_dir (the one-shot fusion) is trained into
+ * out_dir; with eval data, parents, fusion and finetuned model are all
+ * scored on it. *summary gains "finetune" and "evaluation"; the same goes
+ * to out_dir/finetune_report.json. */
+static otf_status finetune_stage(const otf_jobspec *spec, char *const *parents,
+                                 const char *fused_dir, const char *data, const char *eval,
+                                 const char *out_dir, run_ctx *rc_, json_t *summary,
+                                 otf_error *err) {
+  const otf_run_io *io = rc_->io;
+  json_t *evaluation = NULL;
+  otf_status rc = OTF_OK;
+  if(eval) {
+    if(io->progress)
+      io->progress(io->ctx, "evaluating", rc_->base);
+    json_t *ps = json_array();
+    evaluation = json_pack("{s:o}", "parents", ps);
+    for(size_t i = 0; i < spec->n_models && rc == OTF_OK; i++) {
+      json_t *r = evaluate(parents[i], eval, err);
+      if(!r)
+        rc = err->code != OTF_OK ? err->code : OTF_E_NOMEM;
+      else
+        json_array_append_new(ps, r);
+    }
+    json_t *f = rc == OTF_OK ? evaluate(fused_dir, eval, err) : NULL;
+    if(rc == OTF_OK && !f)
+      rc = err->code != OTF_OK ? err->code : OTF_E_NOMEM;
+    if(f)
+      json_object_set_new(evaluation, "fused", f);
+  }
+  char *prov = summary ? json_dumps(summary, JSON_COMPACT) : NULL;
+  char *ft_summary = NULL;
+  if(rc == OTF_OK) {
+    otf_finetune_ctl ctl = {.progress = ft_progress, .metrics = ft_metrics, .ctx = rc_,
+                            .cancel = io->cancel};
+    rc = otf_finetune_dir(fused_dir, data, eval, &spec->ft, &ctl, out_dir,
+                          prov ? prov : NULL, &ft_summary, err);
+  }
+  free(prov);
+  if(rc == OTF_OK && evaluation) {
+    json_t *f = evaluate(out_dir, eval, err);
+    if(!f)
+      rc = err->code != OTF_OK ? err->code : OTF_E_NOMEM;
+    else
+      json_object_set_new(evaluation, "finetuned", f);
+  }
+  if(rc == OTF_OK) {
+    json_t *fs = ft_summary ? json_loads(ft_summary, 0, NULL) : NULL;
+    json_t *report = json_pack("{s:o, s:o}", "finetune", fs ? fs : json_null(), "evaluation",
+                               evaluation ? json_incref(evaluation) : json_null());
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/finetune_report.json", out_dir);
+    if(!report || json_dump_file(report, path, JSON_INDENT(2)) != 0)
+      rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot write %s", path);
+    else if(summary) {
+      json_object_set(summary, "finetune", json_object_get(report, "finetune"));
+      json_object_set(summary, "evaluation", json_object_get(report, "evaluation"));
+    }
+    json_decref(report);
+  }
+  json_decref(evaluation);
+  otf_free(ft_summary);
+  return rc;
 }
 
 static void fuse_map(void *ctx, const char *json) {
@@ -166,7 +259,8 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
   otf_jobspec spec;
   memset(&spec, 0, sizeof(spec));
   char *dirs[OTF_MAX_PARENTS] = {0};
-  char *calib = NULL;
+  char *calib = NULL, *ft_data = NULL, *ft_eval = NULL;
+  char fused_dir[4200] = "";
   otf_status rc;
   char *text = json_dumps(spec_json, JSON_COMPACT);
   if(!text) {
@@ -224,6 +318,29 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
     }
     spec.opts.calibration = calib;
   }
+  if(spec.finetune) {
+    const char *uris[2] = {spec.ft_data_uri, spec.ft_eval_uri};
+    char **dst[2] = {&ft_data, &ft_eval};
+    for(int k = 0; k < 2; k++) {
+      if(!uris[k])
+        continue;
+      *dst[k] = otf_malloc(4096);
+      if(!*dst[k]) {
+        rc = OTF_FAIL(err, OTF_E_NOMEM, NULL, "out of memory");
+        goto done;
+      }
+      rc = otf_storage_fetch_file(st, uris[k], *dst[k], 4096, xfer_progress, &rc_, err);
+      if(rc != OTF_OK) {
+        otf_free(*dst[k]);
+        *dst[k] = NULL;
+        if(!err->pointer[0])
+          snprintf(err->pointer, sizeof(err->pointer), "/finetune/%s", k ? "eval_uri" : "data_uri");
+        goto done;
+      }
+    }
+    snprintf(fused_dir, sizeof(fused_dir), "%s.fused", out_dir);
+    clear_previous(fused_dir);
+  }
   {
     int anchor = spec.opts.anchor >= 0 ? spec.opts.anchor : 0;
     char cfgp[4200];
@@ -245,17 +362,26 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
   }
 
   rc_.base = F_FETCH;
-  rc_.span = F_FUSE;
+  rc_.span = spec.finetune ? F_FUSE / 2 : F_FUSE;
   otf_fuse_ctl ctl = {.progress = fuse_progress, .ctx = &rc_, .cancel = io->cancel,
                       .on_map = fuse_map};
   char *summary = NULL;
-  rc = otf_fuse_dirs((const char *const *)dirs, spec.n_models, &spec.opts, &ctl, out_dir,
-                     spec.dtype, &summary, err);
+  rc = otf_fuse_dirs((const char *const *)dirs, spec.n_models, &spec.opts, &ctl,
+                     spec.finetune ? fused_dir : out_dir, spec.dtype, &summary, err);
   if(rc != OTF_OK)
     goto done;
   if(summary) {
     res->summary = json_loads(summary, 0, NULL);
     otf_free(summary);
+  }
+  if(spec.finetune) {
+    rc_.base = F_FETCH + F_FUSE / 2;
+    rc_.span = F_FUSE / 2;
+    rc = finetune_stage(&spec, dirs, fused_dir, ft_data, ft_eval, out_dir, &rc_, res->summary,
+                        err);
+    clear_previous(fused_dir);
+    if(rc != OTF_OK)
+      goto done;
   }
   if(io->cancel && *io->cancel) {
     rc = OTF_FAIL(err, OTF_E_CANCELLED, NULL, "cancelled");
@@ -280,10 +406,14 @@ done:
       otf_storage_release(st, dirs[i]);
       otf_free(dirs[i]);
     }
-  if(calib) {
-    otf_storage_release(st, calib);
-    otf_free(calib);
-  }
+  char *files[3] = {calib, ft_data, ft_eval};
+  for(int k = 0; k < 3; k++)
+    if(files[k]) {
+      otf_storage_release(st, files[k]);
+      otf_free(files[k]);
+    }
+  if(fused_dir[0])
+    clear_previous(fused_dir);
   otf_jobspec_free(&spec);
   res->status = rc;
   err->code = rc;

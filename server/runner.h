@@ -20,6 +20,8 @@ typedef struct otf_run_io {
   void (*map)(void *ctx, const char *map_json); /* one transport map solved */
   void (*warning)(void *ctx, const char *message);
   void (*layers)(void *ctx, int n); /* depth of the anchor, once known */
+  /* other events: type ("finetune") and a compact JSON object */
+  void (*event)(void *ctx, const char *type, const char *json);
   const volatile int *cancel;
 } otf_run_io;
 

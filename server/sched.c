@@ -132,6 +132,11 @@ static void w_warning(void *ctx, const char *msg) {
   json_decref(d);
 }
 
+static void w_event(void *ctx, const char *type, const char *json) {
+  slot *sl = ctx;
+  push_event(sl->s, sl->id, type, json);
+}
+
 static void w_layers(void *ctx, int n) {
   slot *sl = ctx;
   pthread_mutex_lock(&sl->s->mu);
@@ -144,7 +149,7 @@ static void work_cb(uv_work_t *w) {
   slot *sl = w->data;
   otf_storage *st = sl->s->api->storage;
   otf_run_io io = {.ctx = sl, .progress = w_progress, .map = w_map, .warning = w_warning,
-                   .layers = w_layers, .cancel = &sl->cancel};
+                   .layers = w_layers, .event = w_event, .cancel = &sl->cancel};
   otf_run_job(st, json_object_get(sl->spec, "spec"), sl->out_dir, &io, &sl->res);
 }
 

@@ -142,6 +142,9 @@ START_TEST(normalised_spec_parses_to_itself) {
       "{" M2 ",\"ot\":{\"anchor\":\"auto\",\"reg\":\"auto\",\"tokens\":\"cls\"},"
       "\"calibration\":{\"uri\":\"file:///c\"}}",
       "{" M2 ",\"ot\":{\"reg\":1,\"weights\":[2,6]},\"output\":{\"dtype\":\"f16\"}}",
+      "{" M2 ",\"finetune\":{\"data_uri\":\"file:///t\",\"steps\":40,\"lr\":0.002}}",
+      "{" M2 ",\"finetune\":{\"data_uri\":\"file:///t\",\"eval_uri\":\"file:///e\","
+      "\"epochs\":0.5,\"batch\":8,\"augment_shift\":1}}",
       NULL};
   for(int i = 0; specs[i]; i++) {
     otf_jobspec a, b;
@@ -158,6 +161,20 @@ START_TEST(normalised_spec_parses_to_itself) {
     ck_assert(same_opts(&a.opts, &b.opts, a.n_models));
     ck_assert_int_eq(a.anchor_auto, b.anchor_auto);
     ck_assert_int_eq(a.reg_auto, b.reg_auto);
+    ck_assert_int_eq(a.finetune, b.finetune);
+    ck_assert(!memcmp(&a.ft, &b.ft, sizeof(a.ft)));
+    if(i == 4) {
+      ck_assert_uint_eq(a.ft.steps, 40);
+      ck_assert(a.ft.epochs == 0.0);
+      ck_assert_double_eq(a.ft.lr, 0.002);
+      ck_assert_str_eq(a.ft_data_uri, "file:///t");
+      ck_assert_ptr_null(a.ft_eval_uri);
+    }
+    if(i == 5) {
+      ck_assert_double_eq(a.ft.epochs, 0.5);
+      ck_assert_uint_eq(a.ft.batch, 8);
+      ck_assert_str_eq(a.ft_eval_uri, "file:///e");
+    }
     if(i == 2) {
       ck_assert_int_eq(a.anchor_auto, 1);
       ck_assert_int_eq(a.opts.anchor, -1);
@@ -186,6 +203,19 @@ typedef struct bad_case {
 static const bad_case bad_cases[] = {
     /* not a spec at all */
     {"", OTF_E_FORMAT, "", "empty"},
+    /* finetune */
+    {"{" M2 ",\"finetune\":1}", OTF_E_INVAL, "/finetune", "must be an object"},
+    {"{" M2 ",\"finetune\":{}}", OTF_E_INVAL, "/finetune/data_uri", "needs data_uri"},
+    {"{" M2 ",\"finetune\":{\"data_uri\":\"file:///d\",\"epochs\":1,\"steps\":5}}",
+     OTF_E_INVAL, "/finetune/steps", "not both"},
+    {"{" M2 ",\"finetune\":{\"data_uri\":\"file:///d\",\"epochs\":0}}", OTF_E_INVAL,
+     "/finetune/epochs", "needs a budget"},
+    {"{" M2 ",\"finetune\":{\"data_uri\":\"file:///d\",\"lr\":-1}}", OTF_E_INVAL,
+     "/finetune/lr", "must be >"},
+    {"{" M2 ",\"finetune\":{\"data_uri\":\"file:///d\",\"batch\":0}}", OTF_E_INVAL,
+     "/finetune/batch", "between"},
+    {"{" M2 ",\"finetune\":{\"data_uri\":\"file:///d\",\"epoch\":1}}", OTF_E_INVAL,
+     "/finetune/epoch", ""},
     {"{", OTF_E_FORMAT, "", "not valid JSON"},
     {"[1,2]", OTF_E_FORMAT, "", "must be a JSON object"},
     {"\"models\"", OTF_E_FORMAT, "", "not valid JSON"},

@@ -43,6 +43,27 @@ http GET "/v1/jobs/$J/artifacts"
 http GET "/v1/jobs/$J/artifacts/fusion_manifest.json"
 [ "$(jq '.files | length' $T/body)" = 3 ] && ok || bad "manifest $(head -c 300 $T/body)"
 
+# ---- fuse + finetune in one job (issue 8's pipeline): parents, one-shot
+# fusion and finetuned model scored on the eval set ----
+ED=$ROOT/$E
+FT=$(spec "{\"ot\":{\"solver\":\"exact\",\"residual\":\"skip\"},\"finetune\":{\"data_uri\":\"file://$ED/digits_train.safetensors\",\"eval_uri\":\"file://$ED/digits_eval.safetensors\",\"epochs\":1,\"batch\":32}}" "$MD/vit_s0" "$MD/vit_s1")
+http POST /v1/jobs -d "$FT"; FJ=$(jq -r .id $T/body)
+[ "$CODE" = 201 ] && ok || bad "finetune job $CODE $(cat $T/body)"
+wait_job "$FJ" 300 && [ "$STATUS" = succeeded ] && ok || bad "finetune job $STATUS $(jq -c .error $T/body)"
+jq -e '.summary.evaluation | (.parents | length) == 2 and .finetuned.accuracy > .fused.accuracy + 0.3' \
+  $T/body >/dev/null && ok || bad "finetuned not far above one-shot: $(jq -c .summary.evaluation $T/body)"
+echo "fuse+finetune: $(jq -c '.summary.evaluation | {parents: [.parents[].accuracy], fused: .fused.accuracy, finetuned: .finetuned.accuracy}' $T/body)"
+jq -e '[.artifacts[].name] | index("finetune_report.json")' $T/body >/dev/null && ok || bad "no finetune_report.json"
+http GET "/v1/jobs/$FJ/events?limit=500"
+jq -e '[.items[] | select(.type=="finetune" and .data.event=="epoch")] | length == 1' $T/body >/dev/null &&
+  ok || bad "finetune epoch events"
+check_ft() { # WANT POINTER BODY
+  http POST /v1/jobs -d "$3"
+  [ "$CODE" = "$1" ] && [ "$(jq -r .pointer $T/body)" = "$2" ] && ok || bad "finetune problem $CODE $(cat $T/body)"
+}
+check_ft 422 /finetune/data_uri "$(spec '{"finetune":{"epochs":1}}' "$MD/vit_s0" "$MD/vit_s1")"
+check_ft 422 /finetune/steps "$(spec '{"finetune":{"data_uri":"file:///x","epochs":1,"steps":3}}' "$MD/vit_s0" "$MD/vit_s1")"
+
 # ---- downloads: Range, suffix, 416, If-None-Match, HEAD, unknown ----
 SIZE=$(stat -c %s "$T/cli_fused/model.safetensors")
 http GET "/v1/jobs/$J/artifacts/model.safetensors" -H 'Range: bytes=100-199'
