@@ -145,6 +145,7 @@ jq -r .error.detail "$T/body" | grep -qi "access denied" && [ "$(jq -r .error.st
   bad "wrong secret's reason: $(jq -c .error "$T/body")"
 grep -q wrong-secret "$T/body" "$SRV_LOG" && bad "the secret appears in the job or the log" || ok
 srv_stop TERM
+[ "$SRV_RC" = 0 ] && ok || bad "denied server's exit $SRV_RC"
 
 # The same data dir's cache does not let a wrong key read the parents: the
 # first server (good key) cached them, a restart with a wrong key must fail.
@@ -157,4 +158,5 @@ W=$(jq -r .id "$T/body")
 wait_job "$W" 60 && [ "$STATUS" = failed ] && jq -r .error.detail "$T/body" | grep -qi "access denied" && ok ||
   bad "wrong secret with a warm cache: $STATUS $(jq -c .error "$T/body")"
 srv_stop TERM
-finish server_s3 27
+[ "$SRV_RC" = 0 ] && ok || bad "restarted server's exit $SRV_RC"
+finish server_s3 34
