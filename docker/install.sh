@@ -56,17 +56,26 @@ done
 say "installed into $stage$prefix"
 
 # 3. runtime packages from the binaries' shared libraries.
+# A library may be registered under its /usr or /lib path (merged /usr) or
+# only as the target of a symlink (alternatives): ask dpkg about every
+# variant in one call, then require an owner for each library.
 pkgs=""
 libs=$(ldd "$bin/otfuse" "$bin/otfused" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u)
+variants() { real=$(readlink -f "$1"); echo "$1 $real ${1#/usr} ${real#/usr} /usr$1 /usr$real"; }
+cands=""
+for lib in $libs; do cands="$cands $(variants "$lib")"; done
+# shellcheck disable=SC2086
+dpkg -S $cands 2>/dev/null | sed 's/:[a-z0-9]*: /: /' >"$stage/.owners" || true
 for lib in $libs; do
-  real=$(readlink -f "$lib")
   pkg=""
-  for cand in "$lib" "$real" "${lib#/usr}" "${real#/usr}" "/usr$lib" "/usr$real"; do
-    pkg=$(dpkg -S "$cand" 2>/dev/null | head -n 1 | cut -d: -f1) && [ -n "$pkg" ] && break
+  for cand in $(variants "$lib"); do
+    pkg=$(awk -v p="$cand" -F': ' '$2 == p { print $1; exit }' "$stage/.owners")
+    [ -n "$pkg" ] && break
   done
   [ -n "$pkg" ] || fail "no Debian package owns $lib (linked by the installed binaries)"
   case " $pkgs " in *" $pkg "*) ;; *) pkgs="$pkgs $pkg" ;; esac
 done
+rm -f "$stage/.owners"
 if ldd "$bin/otfuse" "$bin/otfused" | grep -q "not found"; then
   fail "unresolved shared libraries: $(ldd "$bin/otfused" | grep 'not found')"
 fi
