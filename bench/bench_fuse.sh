@@ -10,15 +10,20 @@
 #   bench/bench_fuse.sh [bert|vit|all]     (default all)
 #
 # Needs /usr/bin/time, /usr/bin/python3 with numpy (Debian python3-numpy)
-# for the calibration files, and build/otfuse + build/tools/make_model
-# (built here with make). BENCH_TMP picks the temporary folder's parent;
-# OTFUSE runs another binary (e.g. a copy of an older build) instead.
+# for the calibration files, and $BUILD/otfuse + $BUILD/tools/make_model
+# (built here with make; BUILD defaults to build). BENCH_TMP picks the
+# temporary folder's parent; OTFUSE runs another binary (e.g. a copy of an
+# older build) instead; BENCH_REPEAT=N runs every setting N times and
+# reports the best wall time and the lowest peak RSS (on a shared machine
+# the best of a few runs is the honest number).
 set -eu
 
 cd "$(dirname "$0")/.."
 which_set=${1:-all}
-make --no-print-directory build/otfuse build/tools/make_model >/dev/null
-otfuse=${OTFUSE:-build/otfuse}
+build=${BUILD:-build}
+make --no-print-directory BUILD="$build" "$build/otfuse" "$build/tools/make_model" >/dev/null
+otfuse=${OTFUSE:-$build/otfuse}
+repeat=${BENCH_REPEAT:-1}
 
 tmp=$(mktemp -d "${BENCH_TMP:-/tmp}/otf_bench_fuse.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
@@ -52,21 +57,28 @@ with open(path, "wb") as f:
 EOF
 }
 
-run() { # run LABEL ARGS... : one fusion under /usr/bin/time -v
+run() { # run LABEL ARGS... : the fusion under /usr/bin/time -v, $repeat times
   label=$1
   shift
-  rm -rf "$tmp/out"
-  if ! /usr/bin/time -v -o "$tmp/time" "$otfuse" fuse -o "$tmp/out" "$@" \
-      >"$tmp/log" 2>&1; then
-    printf '%-34s FAILED\n' "$label"
-    tail -3 "$tmp/log"
-    return 0
-  fi
-  wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$tmp/time" |
-    awk -F: '{ s = 0; for(i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.1f", s }')
-  rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$tmp/time" |
-    awk '{ printf "%.0f", $1 / 1024 }')
-  printf '%-34s %8s %10s\n' "$label" "$wall" "$rss"
+  best_wall= best_rss=
+  i=0
+  while [ "$i" -lt "$repeat" ]; do
+    i=$((i + 1))
+    rm -rf "$tmp/out"
+    if ! /usr/bin/time -v -o "$tmp/time" "$otfuse" fuse -o "$tmp/out" "$@" \
+        >"$tmp/log" 2>&1; then
+      printf '%-34s FAILED\n' "$label"
+      tail -3 "$tmp/log"
+      return 0
+    fi
+    wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$tmp/time" |
+      awk -F: '{ s = 0; for(i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.1f", s }')
+    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$tmp/time" |
+      awk '{ printf "%.0f", $1 / 1024 }')
+    best_wall=$(echo "$best_wall $wall" | awk '{ print (NF == 1 || $2 < $1) ? $NF : $1 }')
+    best_rss=$(echo "$best_rss $rss" | awk '{ print (NF == 1 || $2 < $1) ? $NF : $1 }')
+  done
+  printf '%-34s %8s %10s\n' "$label" "$best_wall" "$best_rss"
 }
 
 bench_family() { # bench_family bert|vit
@@ -77,9 +89,9 @@ bench_family() { # bench_family bert|vit
     arch="--arch ViTForImageClassification --labels 1000"
   fi
   # shellcheck disable=SC2086
-  build/tools/make_model $arch --seed 1 -o "$tmp/${fam}1" >/dev/null
+  "$build/tools/make_model" $arch --seed 1 -o "$tmp/${fam}1" >/dev/null
   # shellcheck disable=SC2086
-  build/tools/make_model $arch --seed 2 -o "$tmp/${fam}2" >/dev/null
+  "$build/tools/make_model" $arch --seed 2 -o "$tmp/${fam}2" >/dev/null
   calib "$fam" "$tmp/${fam}_calib.safetensors"
   m1="$tmp/${fam}1" m2="$tmp/${fam}2"
   run "$fam weights+sinkhorn(0.08)" --solver sinkhorn --reg 0.08 "$m1" "$m2"
