@@ -867,6 +867,8 @@ void otf_api_handle(otf_api *api, const otf_http_req *q, otf_http_resp *r) {
     r->body_len = len;
     r->content_type = ct;
     otf_http_resp_header(r, "Cache-Control", "no-cache");
+    otf_http_resp_header(r, "Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
     return;
   }
   case OTF_ROUTE_LIVEZ:

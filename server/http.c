@@ -85,6 +85,7 @@ static enum MHD_Result send_resp(conn *k) {
   if(r->content_type)
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
   MHD_add_response_header(mr, "X-Request-Id", k->rid);
+  MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
   for(size_t i = 0; i < r->n_headers; i++)
     MHD_add_response_header(mr, r->hname[i], r->hvalue[i]);
   k->status = r->status;

@@ -171,6 +171,43 @@ static void rollback(otf_jobstore *js) {
     exec1(r);
 }
 
+/* The statement for slot q, or the error. */
+static otf_status prep(otf_jobstore *js, int q, sqlite3_stmt **s, otf_error *err) {
+  *s = stmt(js, q);
+  return *s ? OTF_OK : db_fail(js, err, "prepare");
+}
+
+/* Runs a prepared statement that returns no rows. */
+static otf_status run(otf_jobstore *js, sqlite3_stmt *s, const char *what, otf_error *err) {
+  return exec1(s) == 0 ? OTF_OK : db_fail(js, err, what);
+}
+
+/* Runs the statement of slot q with the job id as its only parameter. */
+static otf_status run_id(otf_jobstore *js, int q, const char *id, const char *what,
+                         otf_error *err) {
+  sqlite3_stmt *s;
+  otf_status rc = prep(js, q, &s, err);
+  if(rc != OTF_OK)
+    return rc;
+  sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+  return run(js, s, what, err);
+}
+
+/* One public call = one transaction: lock, BEGIN IMMEDIATE, body, then
+ * COMMIT if it succeeded and ROLLBACK otherwise. */
+typedef otf_status (*tx_body)(otf_jobstore *js, void *arg, otf_error *err);
+
+static otf_status in_tx(otf_jobstore *js, tx_body body, void *arg, otf_error *err) {
+  pthread_mutex_lock(&js->mu);
+  otf_status rc = begin(js) == 0 ? body(js, arg, err) : db_fail(js, err, "begin");
+  if(rc == OTF_OK)
+    rc = commit(js, err);
+  else
+    rollback(js);
+  pthread_mutex_unlock(&js->mu);
+  return rc;
+}
+
 otf_status otf_jobstore_open(otf_jobstore **out, const char *path, otf_error *err) {
   *out = NULL;
   otf_jobstore *js = otf_calloc(1, sizeof(*js));
@@ -429,62 +466,52 @@ static void new_id(otf_jobstore *js, char id[OTF_JOB_ID_MAX]) {
   snprintf(id, OTF_JOB_ID_MAX, "j%012llx%08x", (unsigned long long)otf_now_ms(), r);
 }
 
-otf_status otf_jobstore_create(otf_jobstore *js, const char *spec_json, const char *idem_key,
-                               size_t max_queued, char id[OTF_JOB_ID_MAX], otf_error *err) {
-  id[0] = '\0';
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  sqlite3_stmt *s = stmt(js, Q_COUNT_QUEUED);
-  if(!s || sqlite3_step(s) != SQLITE_ROW) {
-    rc = db_fail(js, err, "count queued jobs");
-    goto fail;
+typedef struct create_args {
+  const char *spec, *key;
+  size_t max_queued;
+  char *id;
+} create_args;
+
+static otf_status create_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  create_args *a = arg;
+  sqlite3_stmt *s;
+  otf_status rc = prep(js, Q_COUNT_QUEUED, &s, err);
+  if(rc != OTF_OK)
+    return rc;
+  if(sqlite3_step(s) != SQLITE_ROW) {
+    sqlite3_reset(s);
+    return db_fail(js, err, "count queued jobs");
   }
   int64_t queued = sqlite3_column_int64(s, 0);
   sqlite3_reset(s);
-  if(max_queued && (size_t)queued >= max_queued) {
-    rc = OTF_FAIL(err, OTF_E_BUSY, NULL, "the queue is full (%lld jobs waiting)",
-                  (long long)queued);
-    goto fail;
-  }
-  char nid[OTF_JOB_ID_MAX];
-  new_id(js, nid);
-  s = stmt(js, Q_INSERT);
-  if(!s) {
-    rc = db_fail(js, err, "prepare");
-    goto fail;
-  }
-  sqlite3_bind_text(s, 1, nid, -1, SQLITE_STATIC);
-  sqlite3_bind_text(s, 2, spec_json, -1, SQLITE_STATIC);
+  if(a->max_queued && (size_t)queued >= a->max_queued)
+    return OTF_FAIL(err, OTF_E_BUSY, NULL, "the queue is full (%lld jobs waiting)",
+                    (long long)queued);
+  new_id(js, a->id);
+  if((rc = prep(js, Q_INSERT, &s, err)) != OTF_OK)
+    return rc;
+  sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 2, a->spec, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s, 3, otf_now_ms());
-  if(exec1(s) != 0 || state_event(js, nid, OTF_JOB_QUEUED, NULL) != 0) {
-    rc = db_fail(js, err, "insert job");
-    goto fail;
-  }
-  if(idem_key) {
-    s = stmt(js, Q_IDEM_BIND);
-    if(!s) {
-      rc = db_fail(js, err, "prepare");
-      goto fail;
-    }
-    sqlite3_bind_text(s, 1, idem_key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, nid, -1, SQLITE_STATIC);
-    if(exec1(s) != 0) {
-      rc = db_fail(js, err, "bind idempotency key");
-      goto fail;
-    }
-  }
-  rc = commit(js, err);
-  if(rc == OTF_OK)
-    memcpy(id, nid, OTF_JOB_ID_MAX);
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
+  if((rc = run(js, s, "insert job", err)) != OTF_OK)
+    return rc;
+  if(state_event(js, a->id, OTF_JOB_QUEUED, NULL) != 0)
+    return db_fail(js, err, "record the queued state");
+  if(!a->key)
+    return OTF_OK;
+  if((rc = prep(js, Q_IDEM_BIND, &s, err)) != OTF_OK)
+    return rc;
+  sqlite3_bind_text(s, 1, a->key, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 2, a->id, -1, SQLITE_STATIC);
+  return run(js, s, "bind idempotency key", err);
+}
+
+otf_status otf_jobstore_create(otf_jobstore *js, const char *spec_json, const char *idem_key,
+                               size_t max_queued, char id[OTF_JOB_ID_MAX], otf_error *err) {
+  char nid[OTF_JOB_ID_MAX];
+  create_args a = {spec_json, idem_key, max_queued, nid};
+  otf_status rc = in_tx(js, create_tx, &a, err);
+  snprintf(id, OTF_JOB_ID_MAX, "%s", rc == OTF_OK ? nid : "");
   return rc;
 }
 
@@ -554,48 +581,38 @@ out:
   return rc;
 }
 
-otf_status otf_jobstore_claim(otf_jobstore *js, json_t **row, otf_error *err) {
-  *row = NULL;
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  sqlite3_stmt *s = stmt(js, Q_OLDEST_QUEUED);
-  if(!s) {
-    rc = db_fail(js, err, "prepare");
-    goto fail;
-  }
+static otf_status claim_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  json_t **row = arg;
+  sqlite3_stmt *s;
+  otf_status rc = prep(js, Q_OLDEST_QUEUED, &s, err);
+  if(rc != OTF_OK)
+    return rc;
   int step = sqlite3_step(s);
-  if(step != SQLITE_ROW) {
-    sqlite3_reset(s);
-    rc = step == SQLITE_DONE ? OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "no queued job")
-                             : db_fail(js, err, "find queued job");
-    goto fail;
-  }
   char id[OTF_JOB_ID_MAX];
-  snprintf(id, sizeof(id), "%s", (const char *)sqlite3_column_text(s, 0));
+  if(step == SQLITE_ROW)
+    snprintf(id, sizeof(id), "%s", (const char *)sqlite3_column_text(s, 0));
   sqlite3_reset(s);
-  s = stmt(js, Q_START);
-  if(!s) {
-    rc = db_fail(js, err, "prepare");
-    goto fail;
-  }
+  if(step != SQLITE_ROW)
+    return step == SQLITE_DONE ? OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "no queued job")
+                               : db_fail(js, err, "find a queued job");
+  if((rc = prep(js, Q_START, &s, err)) != OTF_OK)
+    return rc;
   sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s, 2, otf_now_ms());
-  if(exec1(s) != 0 || state_event(js, id, OTF_JOB_RUNNING, NULL) != 0) {
-    rc = db_fail(js, err, "start job");
-    goto fail;
+  if((rc = run(js, s, "start job", err)) != OTF_OK)
+    return rc;
+  if(state_event(js, id, OTF_JOB_RUNNING, NULL) != 0)
+    return db_fail(js, err, "record the running state");
+  return get_locked(js, id, row, err);
+}
+
+otf_status otf_jobstore_claim(otf_jobstore *js, json_t **row, otf_error *err) {
+  *row = NULL;
+  otf_status rc = in_tx(js, claim_tx, row, err);
+  if(rc != OTF_OK) {
+    json_decref(*row);
+    *row = NULL;
   }
-  rc = commit(js, err);
-  if(rc == OTF_OK)
-    rc = get_locked(js, id, row, err);
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
   return rc;
 }
 
@@ -627,160 +644,141 @@ static char *dump_or_null(const json_t *v) {
   return v && !json_is_null(v) ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
+typedef struct finish_args {
+  const char *id;
+  otf_job_status st;
+  const char *error, *summary, *why;
+} finish_args;
+
+static otf_status finish_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  finish_args *a = arg;
+  sqlite3_stmt *s;
+  otf_status rc = prep(js, Q_FINISH, &s, err);
+  if(rc != OTF_OK)
+    return rc;
+  sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(s, 2, (int)a->st);
+  if(a->error)
+    sqlite3_bind_text(s, 3, a->error, -1, SQLITE_STATIC);
+  if(a->summary)
+    sqlite3_bind_text(s, 4, a->summary, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 5, otf_now_ms());
+  if((rc = run(js, s, "finish job", err)) != OTF_OK)
+    return rc;
+  return state_event(js, a->id, a->st, a->why) == 0 ? OTF_OK
+                                                     : db_fail(js, err, "record the final state");
+}
+
 otf_status otf_jobstore_finish(otf_jobstore *js, const char *id, otf_job_status st,
                                const json_t *error, const json_t *summary, otf_error *err) {
-  char *e = dump_or_null(error), *sm = dump_or_null(summary);
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  sqlite3_stmt *s = stmt(js, Q_FINISH);
-  if(!s) {
-    rc = db_fail(js, err, "prepare");
-    goto fail;
-  }
-  sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-  sqlite3_bind_int(s, 2, (int)st);
-  if(e)
-    sqlite3_bind_text(s, 3, e, -1, SQLITE_STATIC);
-  if(sm)
-    sqlite3_bind_text(s, 4, sm, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(s, 5, otf_now_ms());
-  const char *why = error ? json_string_value(json_object_get(error, "detail")) : NULL;
-  if(exec1(s) != 0 || state_event(js, id, st, why) != 0) {
-    rc = db_fail(js, err, "finish job");
-    goto fail;
-  }
-  rc = commit(js, err);
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
-  free(e);
-  free(sm);
+  finish_args a = {id, st, dump_or_null(error), dump_or_null(summary),
+                   error ? json_string_value(json_object_get(error, "detail")) : NULL};
+  otf_status rc = in_tx(js, finish_tx, &a, err);
+  free((char *)a.error);
+  free((char *)a.summary);
   return rc;
 }
 
-static otf_status requeue_locked(otf_jobstore *js, const char *id, const char *why,
-                                 otf_error *err) {
-  sqlite3_stmt *s = stmt(js, Q_REQUEUE);
-  if(!s)
-    return db_fail(js, err, "prepare");
-  sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+typedef struct requeue_args {
+  const char *id, *why;
+} requeue_args;
+
+static otf_status requeue_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  requeue_args *a = arg;
+  sqlite3_stmt *s;
+  otf_status rc = prep(js, Q_REQUEUE, &s, err);
+  if(rc != OTF_OK)
+    return rc;
+  sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s, 2, otf_now_ms());
-  if(exec1(s) != 0 || state_event(js, id, OTF_JOB_QUEUED, why) != 0)
-    return db_fail(js, err, "requeue job");
-  return OTF_OK;
+  if((rc = run(js, s, "requeue job", err)) != OTF_OK)
+    return rc;
+  return state_event(js, a->id, OTF_JOB_QUEUED, a->why) == 0
+             ? OTF_OK
+             : db_fail(js, err, "record the queued state");
 }
 
 otf_status otf_jobstore_requeue(otf_jobstore *js, const char *id, const char *why,
                                 otf_error *err) {
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = begin(js) == 0 ? requeue_locked(js, id, why, err) : db_fail(js, err, "begin");
-  if(rc == OTF_OK)
-    rc = commit(js, err);
-  else
-    rollback(js);
-  pthread_mutex_unlock(&js->mu);
-  return rc;
+  requeue_args a = {id, why};
+  return in_tx(js, requeue_tx, &a, err);
+}
+
+/* The status of a job (store locked), or its error. */
+static otf_status status_of(otf_jobstore *js, const char *id, int *st, int *attempt,
+                            otf_error *err) {
+  *st = status_locked(js, id, attempt);
+  if(*st == -1)
+    return OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "no job with id '%.64s'", id);
+  return *st < 0 ? db_fail(js, err, "read job") : OTF_OK;
+}
+
+typedef struct cancel_args {
+  const char *id;
+  int now_final;
+} cancel_args;
+
+static otf_status cancel_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  cancel_args *a = arg;
+  int st;
+  otf_status rc = status_of(js, a->id, &st, NULL, err);
+  if(rc != OTF_OK)
+    return rc;
+  if(otf_job_status_terminal((otf_job_status)st))
+    return OTF_FAIL(err, OTF_E_CONFLICT, NULL, "job %.64s has already %s", a->id,
+                    otf_job_status_name((otf_job_status)st));
+  if(st == OTF_JOB_CANCELLING) /* already asked: nothing changes */
+    return OTF_OK;
+  otf_job_status to = st == OTF_JOB_QUEUED ? OTF_JOB_CANCELLED : OTF_JOB_CANCELLING;
+  if(set_status_locked(js, a->id, to) != 0 || state_event(js, a->id, to, "cancel requested") != 0)
+    return db_fail(js, err, "cancel job");
+  a->now_final = to == OTF_JOB_CANCELLED;
+  return OTF_OK;
 }
 
 otf_status otf_jobstore_cancel(otf_jobstore *js, const char *id, int *now_final,
                                otf_error *err) {
-  *now_final = 0;
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  int st = status_locked(js, id, NULL);
-  if(st == -1) {
-    rc = OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "no job with id '%.64s'", id);
-    goto fail;
-  }
-  if(st < 0) {
-    rc = db_fail(js, err, "read job");
-    goto fail;
-  }
-  if(otf_job_status_terminal((otf_job_status)st)) {
-    rc = OTF_FAIL(err, OTF_E_CONFLICT, NULL, "job %.64s has already %s", id,
-                  otf_job_status_name((otf_job_status)st));
-    goto fail;
-  }
-  if(st == OTF_JOB_CANCELLING) /* already asked: nothing changes */
-    goto fail;
-  otf_job_status to = st == OTF_JOB_QUEUED ? OTF_JOB_CANCELLED : OTF_JOB_CANCELLING;
-  if(set_status_locked(js, id, to) != 0 || state_event(js, id, to, "cancel requested") != 0) {
-    rc = db_fail(js, err, "cancel job");
-    goto fail;
-  }
-  rc = commit(js, err);
-  *now_final = rc == OTF_OK && to == OTF_JOB_CANCELLED;
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
+  cancel_args a = {id, 0};
+  otf_status rc = in_tx(js, cancel_tx, &a, err);
+  *now_final = rc == OTF_OK && a.now_final;
+  return rc;
+}
+
+static otf_status delete_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  const char *id = arg;
+  int st;
+  otf_status rc = status_of(js, id, &st, NULL, err);
+  if(rc != OTF_OK)
+    return rc;
+  if(!otf_job_status_terminal((otf_job_status)st))
+    return OTF_FAIL(err, OTF_E_CONFLICT, NULL,
+                    "job %.64s is %s; only finished jobs can be deleted (cancel it first)", id,
+                    otf_job_status_name((otf_job_status)st));
+  static const int dels[] = {Q_DELETE_EVENTS, Q_DELETE_ARTS, Q_DELETE_JOB};
+  for(size_t i = 0; i < sizeof(dels) / sizeof(dels[0]) && rc == OTF_OK; i++)
+    rc = run_id(js, dels[i], id, "delete job", err);
   return rc;
 }
 
 otf_status otf_jobstore_delete(otf_jobstore *js, const char *id, otf_error *err) {
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  int st = status_locked(js, id, NULL);
-  if(st == -1) {
-    rc = OTF_FAIL(err, OTF_E_NOT_FOUND, NULL, "no job with id '%.64s'", id);
-    goto fail;
-  }
-  if(st < 0 || !otf_job_status_terminal((otf_job_status)st)) {
-    rc = st < 0 ? db_fail(js, err, "read job")
-                : OTF_FAIL(err, OTF_E_CONFLICT, NULL,
-                           "job %.64s is %s; only finished jobs can be deleted (cancel it "
-                           "first)", id, otf_job_status_name((otf_job_status)st));
-    goto fail;
-  }
-  static const int dels[] = {Q_DELETE_EVENTS, Q_DELETE_ARTS, Q_DELETE_JOB};
-  for(size_t i = 0; i < sizeof(dels) / sizeof(dels[0]); i++) {
-    sqlite3_stmt *s = stmt(js, dels[i]);
-    if(!s) {
-      rc = db_fail(js, err, "prepare");
-      goto fail;
-    }
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    if(exec1(s) != 0) {
-      rc = db_fail(js, err, "delete job");
-      goto fail;
-    }
-  }
-  rc = commit(js, err);
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
-  return rc;
+  return in_tx(js, delete_tx, (void *)id, err);
+}
+
+typedef struct event_args {
+  const char *id, *type;
+  const json_t *data;
+} event_args;
+
+static otf_status event_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  event_args *a = arg;
+  return event_locked(js, a->id, a->type, a->data) == 0 ? OTF_OK
+                                                         : db_fail(js, err, "append event");
 }
 
 otf_status otf_jobstore_event(otf_jobstore *js, const char *id, const char *type,
                               const json_t *data, otf_error *err) {
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0 || event_locked(js, id, type, data) != 0) {
-    rc = db_fail(js, err, "append event");
-    rollback(js);
-  } else {
-    rc = commit(js, err);
-  }
-  pthread_mutex_unlock(&js->mu);
-  return rc;
+  event_args a = {id, type, data};
+  return in_tx(js, event_tx, &a, err);
 }
 
 otf_status otf_jobstore_events(otf_jobstore *js, const char *id, int64_t after, size_t limit,
@@ -820,72 +818,60 @@ out:
   return rc;
 }
 
-otf_status otf_jobstore_set_artifacts(otf_jobstore *js, const char *id, const json_t *items,
-                                      otf_error *err) {
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
-  sqlite3_stmt *s = stmt(js, Q_DELETE_ARTS);
-  if(!s) {
-    rc = db_fail(js, err, "prepare");
-    goto fail;
-  }
-  sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-  if(exec1(s) != 0) {
-    rc = db_fail(js, err, "replace artifacts");
-    goto fail;
-  }
+typedef struct arts_args {
+  const char *id;
+  const json_t *items;
+} arts_args;
+
+static otf_status arts_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  arts_args *a = arg;
+  otf_status rc = run_id(js, Q_DELETE_ARTS, a->id, "replace artifacts", err);
   size_t i;
   json_t *it;
-  json_array_foreach(items, i, it) {
-    s = stmt(js, Q_ARTS_PUT);
-    if(!s) {
-      rc = db_fail(js, err, "prepare");
-      goto fail;
-    }
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+  json_array_foreach(a->items, i, it) {
+    sqlite3_stmt *s;
+    if(rc != OTF_OK || (rc = prep(js, Q_ARTS_PUT, &s, err)) != OTF_OK)
+      break;
+    sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, json_string_value(json_object_get(it, "name")), -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, json_integer_value(json_object_get(it, "size")));
     sqlite3_bind_text(s, 4, json_string_value(json_object_get(it, "sha256")), -1,
                       SQLITE_STATIC);
-    if(exec1(s) != 0) {
-      rc = db_fail(js, err, "store artifact");
-      goto fail;
-    }
+    rc = run(js, s, "store artifact", err);
   }
-  rc = commit(js, err);
-  goto out;
-fail:
-  rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
   return rc;
 }
 
-otf_status otf_jobstore_recover(otf_jobstore *js, int max_attempts, int *requeued, int *failed,
-                                otf_error *err) {
-  int nq = 0, nf = 0;
-  pthread_mutex_lock(&js->mu);
-  otf_status rc = OTF_OK;
+otf_status otf_jobstore_set_artifacts(otf_jobstore *js, const char *id, const json_t *items,
+                                      otf_error *err) {
+  arts_args a = {id, items};
+  return in_tx(js, arts_tx, &a, err);
+}
+
+typedef struct recover_args {
+  int max_attempts, requeued, failed;
+} recover_args;
+
+static otf_status recover_tx(otf_jobstore *js, void *arg, otf_error *err) {
+  recover_args *a = arg;
   sqlite3_stmt *s = NULL;
   json_t *ids = json_array();
   if(!ids || sqlite3_prepare_v2(js->db, "SELECT id, status, attempt FROM jobs "
                                          "WHERE status IN (1, 2) ORDER BY seq",
                                 -1, &s, NULL) != SQLITE_OK) {
-    rc = db_fail(js, err, "recover");
-    goto out;
+    json_decref(ids);
+    return db_fail(js, err, "recover");
   }
   while(sqlite3_step(s) == SQLITE_ROW)
     json_array_append_new(ids, json_pack("[s,i,i]", (const char *)sqlite3_column_text(s, 0),
                                          sqlite3_column_int(s, 1), sqlite3_column_int(s, 2)));
   sqlite3_finalize(s);
-  if(begin(js) != 0) {
-    rc = db_fail(js, err, "begin");
-    goto out;
-  }
+  otf_status rc = OTF_OK;
+  json_t *lost = json_pack("{s:s, s:s, s:i, s:s}", "type", "urn:otfuse:problem:e-internal",
+                           "title", "Job interrupted", "status", 500, "detail",
+                           "the server stopped while the job ran, and its attempts are used up");
+  char *lost_text = dump_or_null(lost);
+  json_decref(lost);
   size_t i;
   json_t *it;
   json_array_foreach(ids, i, it) {
@@ -893,49 +879,33 @@ otf_status otf_jobstore_recover(otf_jobstore *js, int max_attempts, int *requeue
     int st = (int)json_integer_value(json_array_get(it, 1));
     int attempt = (int)json_integer_value(json_array_get(it, 2));
     if(st == OTF_JOB_CANCELLING) {
-      if(set_status_locked(js, id, OTF_JOB_CANCELLED) != 0 ||
-         state_event(js, id, OTF_JOB_CANCELLED, "cancelled while the server restarted") != 0)
-        rc = db_fail(js, err, "recover");
-    } else if(attempt < max_attempts) {
-      rc = requeue_locked(js, id, "the server restarted while the job ran; it runs again",
-                          err);
-      nq++;
+      finish_args f = {id, OTF_JOB_CANCELLED, NULL, NULL, "cancelled while the server restarted"};
+      rc = finish_tx(js, &f, err);
+    } else if(attempt < a->max_attempts) {
+      requeue_args q = {id, "the server restarted while the job ran; it runs again"};
+      rc = requeue_tx(js, &q, err);
+      a->requeued++;
     } else {
-      json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title",
-                            "Job interrupted", "status", 500, "detail",
-                            "the server stopped while the job ran, and its attempts are "
-                            "used up");
-      char *pt = dump_or_null(p);
-      json_decref(p);
-      sqlite3_stmt *f = stmt(js, Q_FINISH);
-      if(!f || !pt) {
-        free(pt);
-        rc = db_fail(js, err, "recover");
-        break;
-      }
-      sqlite3_bind_text(f, 1, id, -1, SQLITE_STATIC);
-      sqlite3_bind_int(f, 2, OTF_JOB_FAILED);
-      sqlite3_bind_text(f, 3, pt, -1, SQLITE_TRANSIENT);
-      sqlite3_bind_int64(f, 5, otf_now_ms());
-      free(pt);
-      if(exec1(f) != 0 || state_event(js, id, OTF_JOB_FAILED, "interrupted; attempts used up"))
-        rc = db_fail(js, err, "recover");
-      nf++;
+      finish_args f = {id, OTF_JOB_FAILED, lost_text, NULL, "interrupted; attempts used up"};
+      rc = lost_text ? finish_tx(js, &f, err) : db_fail(js, err, "recover");
+      a->failed++;
     }
     if(rc != OTF_OK)
       break;
   }
-  if(rc == OTF_OK)
-    rc = commit(js, err);
-  else
-    rollback(js);
-out:
-  pthread_mutex_unlock(&js->mu);
+  free(lost_text);
   json_decref(ids);
+  return rc;
+}
+
+otf_status otf_jobstore_recover(otf_jobstore *js, int max_attempts, int *requeued, int *failed,
+                                otf_error *err) {
+  recover_args a = {max_attempts, 0, 0};
+  otf_status rc = in_tx(js, recover_tx, &a, err);
   if(requeued)
-    *requeued = nq;
+    *requeued = rc == OTF_OK ? a.requeued : 0;
   if(failed)
-    *failed = nf;
+    *failed = rc == OTF_OK ? a.failed : 0;
   return rc;
 }
 
