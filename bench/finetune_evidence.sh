@@ -7,7 +7,9 @@
 # eval accuracy of
 #   ot+ft    OT fusion (otfuse fuse defaults) finetuned with the budget
 #   avg+ft   plain average (--method average) finetuned the same way
-#   parent+  each parent trained further with the same budget (the control)
+#   parent+  each parent trained further with the same budget (the control;
+#            "best parent" = the better of the pair's two, by its mean over
+#            the seeds)
 # for the three pairs (s0,s1), (s0,s2), (s1,s2); the budget-0 row is the
 # one-shot fusion and the parents as they are. Every run uses the parents'
 # own recipe (tools/train_fixtures.py: AdamW, same lr, weight decay, batch
@@ -19,7 +21,8 @@
 #
 # OTFUSE picks the binary (default build/otfuse); BUDGETS the percentages
 # (default "1 2 5 10"); LR_SCALE multiplies the parents' learning rate
-# (default 1). One OpenBLAS thread.
+# (default 1); EVIDENCE_RAW=PREFIX keeps the raw rows in PREFIX.<task>.tsv
+# (pair, budget %, condition, accuracy; one row per seed). One OpenBLAS thread.
 set -eu
 cd "$(dirname "$0")/.."
 which_set=${1:-all}
@@ -88,14 +91,18 @@ run_task() { # run_task vit|bert
   awk -F'\t' -v total=$total -v budgets="0 $budgets" '
     { k=$2; c=$3; v=$4*100
       if (c=="ot") { ot[k]+=v; no[k]++ } else if (c=="avg") { av[k]+=v; na[k]++ }
-      else { pa[k]+=v; np[k]++; key=$1 SUBSEP k; if (!(key in best) || v>best[key]) best[key]=v }
+      else { pa[k]+=v; np[k]++; ps[$1 SUBSEP k SUBSEP c]+=v; pn[$1 SUBSEP k SUBSEP c]++; pair[$1]=1 }
       seen[k]=1 }
     END {
-      for (kk in best) { split(kk, q, SUBSEP); bs[q[2]]+=best[kk]; nb[q[2]]++ }
       n=split(budgets, ks, " ")
       for (i=1;i<=n;i++) { k=ks[i]; if (!(k in seen)) continue
+        bs=0; nb=0
+        for (p in pair) { a=ps[p SUBSEP k SUBSEP "parentA"]/pn[p SUBSEP k SUBSEP "parentA"]
+          b=ps[p SUBSEP k SUBSEP "parentB"]/pn[p SUBSEP k SUBSEP "parentB"]
+          bs+=(a>b?a:b); nb++ }
         printf "| %s | %s | %.1f | %.1f | %.1f | %.1f |\n", (k==0?"0 (one-shot)":k), total*k/100,
-          ot[k]/no[k], av[k]/na[k], pa[k]/np[k], bs[k]/nb[k] } }' "$res"
+          ot[k]/no[k], av[k]/na[k], pa[k]/np[k], bs/nb } }' "$res"
+  [ -n "${EVIDENCE_RAW:-}" ] && cp "$res" "$EVIDENCE_RAW.$task.tsv"
   echo
   echo "Per pair (OT+ft / avg+ft / parent A+ / parent B+):"
   echo
