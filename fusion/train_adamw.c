@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "fusion/simd.h"
 
 struct otf_adamw {
   otf_adamw_opts o;
@@ -64,6 +65,7 @@ otf_status otf_adamw_create(otf_adamw **out, size_t numel, const otf_adamw_group
 
 uint64_t otf_adamw_steps(const otf_adamw *a) { return a->t; }
 
+OTF_HOT_CLONES
 void otf_adamw_step(otf_adamw *a, float *params, const float *grads, double lr) {
   a->t++;
   const double b1 = a->o.beta1, b2 = a->o.beta2;
@@ -76,6 +78,7 @@ void otf_adamw_step(otf_adamw *a, float *params, const float *grads, double lr) 
     float *p = params + g->offset, *m = a->m + g->offset, *v = a->v + g->offset;
     const float *gr = grads + g->offset;
     const float keep = g->decay ? (float)(1.0 - lr * a->o.weight_decay) : 1.0f;
+#pragma omp simd
     for(size_t i = 0; i < g->numel; i++) {
       p[i] *= keep;
       m[i] = m[i] * fb1 + c1 * gr[i];
@@ -97,8 +100,10 @@ double otf_lr_schedule(uint64_t step, uint64_t total, double peak, double warmup
   return peak * 0.5 * (1.0 + cos(M_PI * x));
 }
 
+OTF_HOT_CLONES
 double otf_clip_grad_norm(float *grads, size_t n, double max_norm) {
   double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
   for(size_t i = 0; i < n; i++)
     ss += (double)grads[i] * grads[i];
   double norm = sqrt(ss);
@@ -106,6 +111,7 @@ double otf_clip_grad_norm(float *grads, size_t n, double max_norm) {
     double c = max_norm / (norm + 1e-6);
     if(c < 1.0) {
       float fc = (float)c;
+#pragma omp simd
       for(size_t i = 0; i < n; i++)
         grads[i] *= fc;
     }
