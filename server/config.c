@@ -398,7 +398,9 @@ void otf_srv_config_log(const otf_srv_config *c) {
       c->max_attempts, "max_queued", (json_int_t)c->max_queued, "max_models",
       (json_int_t)c->max_models, "max_connections", (json_int_t)c->max_connections,
       "cache_dir", c->cache_dir, "cache_max_bytes", (json_int_t)c->cache_max_bytes,
-      "s3_endpoint", c->s3_endpoint, "s3_region", c->s3_region, "allow_private_hosts",
+      "s3_endpoint", c->s3_endpoint          ? c->s3_endpoint
+                     : getenv("AWS_ENDPOINT_URL_S3") ? getenv("AWS_ENDPOINT_URL_S3")
+                                                     : getenv("AWS_ENDPOINT_URL"), "s3_region", c->s3_region, "allow_private_hosts",
       c->allow_private_hosts);
   otf_log("info", NULL, NULL, o, "configuration");
   json_decref(o);

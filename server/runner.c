@@ -399,6 +399,8 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
     if(io->progress)
       io->progress(io->ctx, "uploading", rc_.base);
     rc = otf_storage_put_dir(st, out_dir, spec.output_uri, xfer_progress, &rc_, err);
+    if(rc == OTF_OK && res->summary) /* where the client finds it, not our staging folder */
+      json_object_set_new(res->summary, "output", json_string(spec.output_uri));
   }
 done:
   for(size_t i = 0; i < OTF_MAX_PARENTS; i++)
