@@ -3,7 +3,6 @@
  * pointer. */
 #include "api/api.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -20,6 +19,7 @@
 #include "api/openapi.h"
 #include "common/alloc.h"
 #include "common/limits.h"
+#include "fusion/fsutil.h"
 #include "fusion/model.h"
 #include "storage/digest.h"
 
@@ -533,25 +533,13 @@ static void list_jobs(otf_api *api, const otf_http_req *q, otf_http_resp *r) {
                               next ? json_string(cur) : json_null()));
 }
 
-/* Removes data_dir/jobs/ID (its out/ folder and files; one level of
- * nesting as fused models have none deeper). */
+/* Removes data_dir/jobs/ID: its out/ folder (a fused model folder has no
+ * subfolders), then the job folder. */
 static void remove_job_files(const otf_api *api, const char *id) {
   char dir[1024];
   if(otf_api_job_dir(api, id, dir, sizeof(dir)) != 0)
     return;
-  char file[1400];
-  /* out/ holds plain files only (a fused model folder) */
-  DIR *d = opendir(dir);
-  if(d) {
-    struct dirent *de;
-    while((de = readdir(d)))
-      if(strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-        if(snprintf(file, sizeof(file), "%s/%s", dir, de->d_name) < (int)sizeof(file))
-          unlink(file);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
+  otf_fs_remove_flat(dir);
   char *slash = strrchr(dir, '/');
   if(slash) {
     *slash = '\0';

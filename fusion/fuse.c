@@ -1,3 +1,4 @@
+#include "fusion/fsutil.h"
 #include "fusion/fuse.h"
 
 #include <cblas.h>
@@ -1677,61 +1678,6 @@ static int is_weights_file(const char *name) {
          (len > 12 && !strcmp(name + len - 12, ".safetensors"));
 }
 
-static otf_status copy_file(const char *src, const char *dst, otf_error *err) {
-  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
-  otf_status rc = OTF_OK;
-  char buf[65536];
-  if(in < 0)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", src, strerror(errno));
-  out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if(out < 0) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-    goto done;
-  }
-  for(;;) {
-    ssize_t r = read(in, buf, sizeof(buf));
-    if(r == 0)
-      break;
-    if(r < 0 || write(out, buf, (size_t)r) != r) {
-      rc = OTF_FAIL(err, OTF_E_IO, NULL, "copying %s: %s", src, strerror(errno));
-      goto done;
-    }
-  }
-  if(fsync(out) != 0)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-done:
-  if(out >= 0 && close(out) != 0 && rc == OTF_OK)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-  close(in);
-  return rc;
-}
-
-static otf_status write_text(const char *path, const char *text, otf_error *err) {
-  FILE *f = fopen(path, "w");
-  if(!f)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", path, strerror(errno));
-  int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0 ||
-            fsync(fileno(f)) != 0;
-  if(fclose(f) != 0 || bad)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: write failed: %s", path, strerror(errno));
-  return OTF_OK;
-}
-
-static void remove_tree_flat(const char *dir) {
-  DIR *d = opendir(dir);
-  if(d) {
-    struct dirent *e;
-    char p[4096];
-    while((e = readdir(d)))
-      if(strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        unlink(p);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
-}
-
 static otf_status write_weights(const otf_fused *f, const char *path, otf_dtype dtype,
                                 otf_error *err) {
   otf_st_out *outs = otf_calloc(f->nt ? f->nt : 1, sizeof(*outs));
@@ -1803,7 +1749,7 @@ static otf_status make_partial_dir(const char *out_dir, char *tmp, otf_error *er
   if(strlen(out_dir) > 1900)
     return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
   snprintf(tmp, 2048, "%s.partial.%ld", out_dir, (long)getpid());
-  remove_tree_flat(tmp);
+  otf_fs_remove_flat(tmp);
   if(mkdir(tmp, 0755) != 0)
     return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
   return OTF_OK;
@@ -1829,13 +1775,13 @@ static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *ou
   char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(cfg);
   snprintf(p, sizeof(p), "%s/config.json", tmp);
-  rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  rc = text ? otf_fs_write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   if(rc != OTF_OK)
     return rc;
   text = json_dumps(f->report, JSON_INDENT(2));
   snprintf(p, sizeof(p), "%s/fusion_report.json", tmp);
-  rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  rc = text ? otf_fs_write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   if(rc != OTF_OK)
     return rc;
@@ -1850,7 +1796,7 @@ static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *ou
        !S_ISREG(st.st_mode))
       continue;
     snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
-    rc = copy_file(src, p, err);
+    rc = otf_fs_copy_file(src, p, err);
   }
   if(d)
     closedir(d);
@@ -1884,7 +1830,7 @@ otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dty
     goto fail;
   return OTF_OK;
 fail:
-  remove_tree_flat(tmp);
+  otf_fs_remove_flat(tmp);
   return rc;
 }
 
@@ -1922,7 +1868,7 @@ static otf_status fuse_and_save(otf_model *const *m, size_t n, const otf_fuse_op
     *maps_out = json_incref(json_object_get(f->report, "maps"));
   sink_free(&sk); /* removes an unfinished file */
   if(rc != OTF_OK)
-    remove_tree_flat(tmp);
+    otf_fs_remove_flat(tmp);
   otf_fused_free(f);
   return rc;
 }
@@ -1938,7 +1884,7 @@ static otf_status annotate_report(const char *dir, json_t *selection, otf_error 
   json_object_set(r, "selection", selection);
   char *text = json_dumps(r, JSON_INDENT(2));
   json_decref(r);
-  otf_status rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  otf_status rc = text ? otf_fs_write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   return rc;
 }
@@ -1973,7 +1919,7 @@ static otf_status select_and_save(otf_model *const *m, size_t n, const otf_fuse_
         o.reg = regs[ri];
       snprintf(cand, sizeof(cand), "%s.candidate.%ld.%zu", out_dir, (long)getpid(),
                ai * nr + ri);
-      remove_tree_flat(cand);
+      otf_fs_remove_flat(cand);
       rc = fuse_and_save(m, n, &o, ctl, cand, dtype, NULL, err);
       if(rc != OTF_OK)
         break;
@@ -1984,7 +1930,7 @@ static otf_status select_and_save(otf_model *const *m, size_t n, const otf_fuse_
         rc = otf_eval(&er, fm, opts->calibration, 64, err);
       otf_model_close(fm);
       if(rc != OTF_OK) {
-        remove_tree_flat(cand);
+        otf_fs_remove_flat(cand);
         break;
       }
       json_array_append_new(*selection,
@@ -1992,11 +1938,11 @@ static otf_status select_and_save(otf_model *const *m, size_t n, const otf_fuse_
                                       "loss", er.loss, "accuracy", er.accuracy));
       if(er.loss < best) {
         if(best_dir[0])
-          remove_tree_flat(best_dir);
+          otf_fs_remove_flat(best_dir);
         best = er.loss;
         memcpy(best_dir, cand, sizeof(cand));
       } else {
-        remove_tree_flat(cand);
+        otf_fs_remove_flat(cand);
       }
     }
   if(rc == OTF_OK)
@@ -2007,7 +1953,7 @@ static otf_status select_and_save(otf_model *const *m, size_t n, const otf_fuse_
       rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", out_dir, strerror(errno));
   }
   if(rc != OTF_OK && best_dir[0])
-    remove_tree_flat(best_dir);
+    otf_fs_remove_flat(best_dir);
   return rc;
 }
 

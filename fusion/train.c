@@ -8,6 +8,7 @@
  * LayerNorm inputs and statistics, Q, K, V, attention probabilities, the
  * context, FFN pre-activations and activations); everything comes out of
  * one aligned block sized at create. */
+#include "fusion/fsutil.h"
 #include "fusion/train.h"
 
 #include <dirent.h>
@@ -848,61 +849,6 @@ otf_status otf_train_step(otf_train *t, const otf_batch *b, const int64_t *label
 
 /* ---- saving -------------------------------------------------------------- */
 
-static otf_status write_text(const char *path, const char *text, otf_error *err) {
-  FILE *f = fopen(path, "w");
-  if(!f)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", path, strerror(errno));
-  int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0 ||
-            fsync(fileno(f)) != 0;
-  if(fclose(f) != 0 || bad)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: write failed: %s", path, strerror(errno));
-  return OTF_OK;
-}
-
-static otf_status copy_file(const char *src, const char *dst, otf_error *err) {
-  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
-  otf_status rc = OTF_OK;
-  char buf[65536];
-  if(in < 0)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", src, strerror(errno));
-  out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if(out < 0) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-    goto done;
-  }
-  for(;;) {
-    ssize_t r = read(in, buf, sizeof(buf));
-    if(r == 0)
-      break;
-    if(r < 0 || write(out, buf, (size_t)r) != r) {
-      rc = OTF_FAIL(err, OTF_E_IO, NULL, "copying %s: %s", src, strerror(errno));
-      goto done;
-    }
-  }
-  if(fsync(out) != 0)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-done:
-  if(out >= 0 && close(out) != 0 && rc == OTF_OK)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
-  close(in);
-  return rc;
-}
-
-static void remove_flat(const char *dir) {
-  DIR *d = opendir(dir);
-  if(d) {
-    struct dirent *e;
-    char p[4096];
-    while((e = readdir(d)))
-      if(strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        unlink(p);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
-}
-
 static int is_weights_file(const char *name) {
   size_t len = strlen(name);
   return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
@@ -978,7 +924,7 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
   }
   char tmp[2048], p[4096];
   snprintf(tmp, sizeof(tmp), "%s.partial.%ld", out_dir, (long)getpid());
-  remove_flat(tmp);
+  otf_fs_remove_flat(tmp);
   if(mkdir(tmp, 0755) != 0) {
     json_decref(prov);
     return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
@@ -1006,7 +952,7 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
   char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(cfg);
   snprintf(p, sizeof(p), "%s/config.json", tmp);
-  rc = text ? write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
+  rc = text ? otf_fs_write_text(p, text, err) : OTF_FAIL(err, OTF_E_NOMEM, NULL, "no memory");
   free(text);
   if(rc != OTF_OK)
     goto fail;
@@ -1020,7 +966,7 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
        !S_ISREG(st.st_mode))
       continue;
     snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
-    rc = copy_file(sp, p, err);
+    rc = otf_fs_copy_file(sp, p, err);
   }
   if(d)
     closedir(d);
@@ -1035,6 +981,6 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
   return OTF_OK;
 fail:
   json_decref(prov);
-  remove_flat(tmp);
+  otf_fs_remove_flat(tmp);
   return rc;
 }

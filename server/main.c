@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "fusion/fsutil.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/log.h"
@@ -52,20 +53,6 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
 }
 
-static int mkdir_p(const char *path) {
-  char buf[4096];
-  if(snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-    return -1;
-  for(char *p = buf + 1; *p; p++)
-    if(*p == '/') {
-      *p = '\0';
-      if(mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -1;
-      *p = '/';
-    }
-  return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int fail(const char *what, const otf_error *e) {
   json_t *x = json_pack("{s:s}", "code", otf_status_name(e->code));
   otf_log("error", NULL, NULL, x, "%s: %s", what, e->message);
@@ -97,9 +84,8 @@ int main(int argc, char **argv) {
   otf_storage *storage = NULL;
   otf_metrics *metrics = NULL;
   char db[4200], cache[4200];
-  if(mkdir_p(a.cfg.data_dir) != 0) {
-    fprintf(stderr, "otfused: cannot create the data dir %s: %s\n", a.cfg.data_dir,
-            strerror(errno));
+  if(otf_fs_mkdirs(a.cfg.data_dir, &e) != OTF_OK) {
+    rc = fail("data dir", &e);
     goto out;
   }
   snprintf(db, sizeof(db), "%s/jobs.db", a.cfg.data_dir);

@@ -1,4 +1,5 @@
 /* One fusion job, start to finish, on a worker thread: see runner.h. */
+#include "fusion/fsutil.h"
 #include "server/runner.h"
 
 #include <dirent.h>
@@ -140,24 +141,10 @@ static void fuse_map(void *ctx, const char *json) {
 }
 
 /* Removes a folder of plain files (a fused model) and the folder. */
-static void remove_flat(const char *dir) {
-  DIR *d = opendir(dir);
-  if(!d)
-    return;
-  struct dirent *de;
-  char p[4096];
-  while((de = readdir(d)))
-    if(strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-       snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) < (int)sizeof(p))
-      unlink(p);
-  closedir(d);
-  rmdir(dir);
-}
-
 /* Clears what an interrupted attempt left: the output folder and any
  * OUT.partial.* siblings. */
 static void clear_previous(const char *out_dir) {
-  remove_flat(out_dir);
+  otf_fs_remove_flat(out_dir);
   char parent[4096];
   snprintf(parent, sizeof(parent), "%s", out_dir);
   char *slash = strrchr(parent, '/');
@@ -174,25 +161,9 @@ static void clear_previous(const char *out_dir) {
   while((de = readdir(d)))
     if(!strncmp(de->d_name, base, bl) && !strncmp(de->d_name + bl, ".partial", 8)) {
       snprintf(p, sizeof(p), "%s/%s", parent, de->d_name);
-      remove_flat(p);
+      otf_fs_remove_flat(p);
     }
   closedir(d);
-}
-
-static otf_status mkdirs(const char *path, otf_error *err) {
-  char buf[4096];
-  if(snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-    return OTF_FAIL(err, OTF_E_TOO_LARGE, NULL, "path too long: %.100s", path);
-  for(char *p = buf + 1; *p; p++)
-    if(*p == '/') {
-      *p = '\0';
-      if(mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return OTF_FAIL(err, OTF_E_IO, NULL, "cannot create %s: %s", buf, strerror(errno));
-      *p = '/';
-    }
-  if(mkdir(buf, 0755) != 0 && errno != EEXIST)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "cannot create %s: %s", buf, strerror(errno));
-  return OTF_OK;
 }
 
 /* Lists and hashes the fused folder, writes fusion_manifest.json into it
@@ -279,7 +250,7 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
   char *slash = strrchr(parent, '/');
   if(slash) {
     *slash = '\0';
-    if((rc = mkdirs(parent, err)) != OTF_OK)
+    if((rc = otf_fs_mkdirs(parent, err)) != OTF_OK)
       goto done;
   }
 

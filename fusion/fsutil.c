@@ -1,0 +1,82 @@
+/* File-system steps shared by the writers of model folders: see fsutil.h. */
+#include "fusion/fsutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+otf_status otf_fs_copy_file(const char *src, const char *dst, otf_error *err) {
+  int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+  otf_status rc = OTF_OK;
+  char buf[65536];
+  if(in < 0)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", src, strerror(errno));
+  out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if(out < 0) {
+    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
+    goto done;
+  }
+  for(;;) {
+    ssize_t r = read(in, buf, sizeof(buf));
+    if(r == 0)
+      break;
+    if(r < 0 || write(out, buf, (size_t)r) != r) {
+      rc = OTF_FAIL(err, OTF_E_IO, NULL, "copying %s: %s", src, strerror(errno));
+      goto done;
+    }
+  }
+  if(fsync(out) != 0)
+    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
+done:
+  if(out >= 0 && close(out) != 0 && rc == OTF_OK)
+    rc = OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", dst, strerror(errno));
+  close(in);
+  return rc;
+}
+
+otf_status otf_fs_write_text(const char *path, const char *text, otf_error *err) {
+  FILE *f = fopen(path, "w");
+  if(!f)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", path, strerror(errno));
+  int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0 ||
+            fsync(fileno(f)) != 0;
+  if(fclose(f) != 0 || bad)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: write failed: %s", path, strerror(errno));
+  return OTF_OK;
+}
+
+void otf_fs_remove_flat(const char *dir) {
+  DIR *d = opendir(dir);
+  if(d) {
+    struct dirent *e;
+    char p[4096];
+    while((e = readdir(d)))
+      if(strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+         snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) < (int)sizeof(p))
+        unlink(p);
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
+otf_status otf_fs_mkdirs(const char *path, otf_error *err) {
+  char buf[4096];
+  if(snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+    return OTF_FAIL(err, OTF_E_TOO_LARGE, NULL, "path too long: %.100s", path);
+  for(char *p = buf + 1;; p++) {
+    if(*p != '/' && *p != '\0')
+      continue;
+    char c = *p;
+    *p = '\0';
+    if(mkdir(buf, 0755) != 0 && errno != EEXIST)
+      return OTF_FAIL(err, OTF_E_IO, NULL, "cannot create %s: %s", buf, strerror(errno));
+    *p = c;
+    if(!c)
+      break;
+  }
+  return OTF_OK;
+}

@@ -1,0 +1,21 @@
+/* Small file-system steps shared by everything that writes a model folder
+ * (fusion output, finetuning output, the service's job folders). */
+#ifndef OTF_FSUTIL_H
+#define OTF_FSUTIL_H
+
+#include "common/error.h"
+
+/* Copies src to dst (created or truncated, mode 0644) and fsyncs it. */
+otf_status otf_fs_copy_file(const char *src, const char *dst, otf_error *err) OTF_WUR;
+
+/* Writes text and a newline to path and fsyncs it. */
+otf_status otf_fs_write_text(const char *path, const char *text, otf_error *err) OTF_WUR;
+
+/* Removes the plain files of dir, then dir itself (a model folder has no
+ * subfolders); missing is fine. */
+void otf_fs_remove_flat(const char *dir);
+
+/* Creates path and its missing parents (mode 0755). */
+otf_status otf_fs_mkdirs(const char *path, otf_error *err) OTF_WUR;
+
+#endif
