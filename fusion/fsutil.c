@@ -80,3 +80,26 @@ otf_status otf_fs_mkdirs(const char *path, otf_error *err) {
   }
   return OTF_OK;
 }
+
+otf_status otf_fs_partial_dir(const char *out_dir, char *tmp, otf_error *err) {
+  struct stat st;
+  if(stat(out_dir, &st) == 0) {
+    DIR *d = S_ISDIR(st.st_mode) ? opendir(out_dir) : NULL;
+    int entries = 0;
+    struct dirent *e;
+    while(d && (e = readdir(d)))
+      entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if(d)
+      closedir(d);
+    if(!S_ISDIR(st.st_mode) || entries)
+      return OTF_FAIL(err, OTF_E_INVAL, "/output/uri",
+                      "%s already exists and is not an empty folder", out_dir);
+  }
+  if(strlen(out_dir) > 1900)
+    return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
+  snprintf(tmp, 2048, "%s.partial.%ld", out_dir, (long)getpid());
+  otf_fs_remove_flat(tmp);
+  if(mkdir(tmp, 0755) != 0)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
+  return OTF_OK;
+}

@@ -15,6 +15,12 @@ otf_status otf_fs_write_text(const char *path, const char *text, otf_error *err)
  * subfolders); missing is fine. */
 void otf_fs_remove_flat(const char *dir);
 
+/* The start of an atomic model folder: out_dir must not exist or be an
+ * empty folder (else OTF_E_INVAL, pointer /output/uri); tmp [2048]
+ * receives the sibling folder out_dir.partial.PID, created empty here, to
+ * be renamed onto out_dir once complete. */
+otf_status otf_fs_partial_dir(const char *out_dir, char *tmp, otf_error *err) OTF_WUR;
+
 /* Creates path and its missing parents (mode 0755). */
 otf_status otf_fs_mkdirs(const char *path, otf_error *err) OTF_WUR;
 

@@ -1730,31 +1730,6 @@ done:
   return rc;
 }
 
-/* out_dir must not exist, or be an empty folder; tmp [2048] receives the
- * sibling folder the output is built in, created here. */
-static otf_status make_partial_dir(const char *out_dir, char *tmp, otf_error *err) {
-  struct stat st;
-  if(stat(out_dir, &st) == 0) {
-    DIR *d = S_ISDIR(st.st_mode) ? opendir(out_dir) : NULL;
-    int entries = 0;
-    struct dirent *e;
-    while(d && (e = readdir(d)))
-      entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    if(d)
-      closedir(d);
-    if(!S_ISDIR(st.st_mode) || entries)
-      return OTF_FAIL(err, OTF_E_INVAL, "/output/uri",
-                      "%s already exists and is not an empty folder", out_dir);
-  }
-  if(strlen(out_dir) > 1900)
-    return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
-  snprintf(tmp, 2048, "%s.partial.%ld", out_dir, (long)getpid());
-  otf_fs_remove_flat(tmp);
-  if(mkdir(tmp, 0755) != 0)
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
-  return OTF_OK;
-}
-
 /* Everything but the weights, into tmp (which holds model.safetensors),
  * then tmp renamed to out_dir. dt: config.json's torch_dtype. */
 static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *out_dir,
@@ -1814,7 +1789,7 @@ otf_status otf_fused_save(const otf_fused *f, const char *out_dir, otf_dtype dty
      dtype != OTF_DT_BF16)
     return OTF_FAIL(err, OTF_E_INVAL, "/output/dtype", "output dtype must be f32, f16 or bf16");
   char tmp[2048], p[4096];
-  otf_status rc = make_partial_dir(out_dir, tmp, err);
+  otf_status rc = otf_fs_partial_dir(out_dir, tmp, err);
   if(rc != OTF_OK)
     return rc;
   snprintf(p, sizeof(p), "%s/model.safetensors", tmp);
@@ -1850,7 +1825,7 @@ static otf_status fuse_and_save(otf_model *const *m, size_t n, const otf_fuse_op
   sink sk;
   memset(&sk, 0, sizeof(sk));
   char tmp[2048], p[4096];
-  otf_status rc = make_partial_dir(out_dir, tmp, err);
+  otf_status rc = otf_fs_partial_dir(out_dir, tmp, err);
   if(rc != OTF_OK)
     return rc;
   snprintf(p, sizeof(p), "%s/model.safetensors", tmp);

@@ -898,38 +898,20 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
                           const char *provenance_json, otf_error *err) {
   if(!t || !src || !out_dir)
     return OTF_FAIL(err, OTF_E_INVAL, NULL, "state, model and output folder are required");
-  struct stat st;
-  if(stat(out_dir, &st) == 0) {
-    DIR *d = S_ISDIR(st.st_mode) ? opendir(out_dir) : NULL;
-    int entries = 0;
-    struct dirent *e;
-    while(d && (e = readdir(d)))
-      entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    if(d)
-      closedir(d);
-    if(!S_ISDIR(st.st_mode) || entries)
-      return OTF_FAIL(err, OTF_E_INVAL, "/output/uri",
-                      "%s already exists and is not an empty folder", out_dir);
-  }
-  if(strlen(out_dir) > 1900)
-    return OTF_FAIL(err, OTF_E_INVAL, "/output/uri", "output path too long");
+  char tmp[2048], p[4096];
+  otf_status rc = otf_fs_partial_dir(out_dir, tmp, err);
+  if(rc != OTF_OK)
+    return rc;
   json_t *prov = NULL;
   if(provenance_json) {
     json_error_t je;
     prov = json_loads(provenance_json, JSON_REJECT_DUPLICATES, &je);
     if(!prov || !json_is_object(prov)) {
       json_decref(prov);
+      otf_fs_remove_flat(tmp);
       return OTF_FAIL(err, OTF_E_INVAL, NULL, "provenance must be a JSON object");
     }
   }
-  char tmp[2048], p[4096];
-  snprintf(tmp, sizeof(tmp), "%s.partial.%ld", out_dir, (long)getpid());
-  otf_fs_remove_flat(tmp);
-  if(mkdir(tmp, 0755) != 0) {
-    json_decref(prov);
-    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
-  }
-  otf_status rc;
   snprintf(p, sizeof(p), "%s/model.safetensors", tmp);
   rc = write_weights(t, src, p, err);
   if(rc != OTF_OK)
@@ -958,6 +940,7 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
     goto fail;
   DIR *d = opendir(otf_model_dir(src));
   struct dirent *e;
+  struct stat st;
   while(d && (e = readdir(d)) && rc == OTF_OK) {
     char sp[4096];
     if(snprintf(sp, sizeof(sp), "%s/%s", otf_model_dir(src), e->d_name) >= (int)sizeof(sp) - 1)
