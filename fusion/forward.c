@@ -56,32 +56,6 @@ struct otf_forward {
 
 /* ---- elementwise kernels ------------------------------------------------ */
 
-/* exp for float, branch-free so the loops around it vectorise. Range
- * reduction x = n ln2 + r with |r| <= ln2/2, degree-6 Taylor/minimax
- * polynomial (relative error ~2 ulp); arguments are clamped to [-87, 88]
- * (the callers only need exp(x) for x <= 0 in softmax and moderate x in the
- * activations, where exp(-87) ~ 1.6e-38 is as good as 0 at float accuracy
- * after the sums they feed). */
-static inline float exp_f(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float magic = 12582912.0f; /* 1.5 * 2^23: adds round to integer */
-  float n = (x * 1.44269504088896341f + magic) - magic;
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  int32_t e = ((int32_t)n + 127) << 23;
-  float s;
-  memcpy(&s, &e, sizeof(s));
-  return p * s;
-}
-
 /* erf for float: the rational approximation Eigen and XLA use
  * (x P(x^2) / Q(x^2) on [-4, 4], saturating outside), a few ulp from the
  * libm value and branch-free. */
@@ -109,7 +83,7 @@ static inline float tanh_f(float x) {
   /* tanh(x) = 1 - 2 / (exp(2x) + 1); exact enough away from 0, and near 0
    * the odd polynomial keeps the relative error small. */
   float ax = x < 0.0f ? -x : x;
-  float t = 1.0f - 2.0f / (exp_f(2.0f * ax) + 1.0f);
+  float t = 1.0f - 2.0f / (otf_expf_fast(2.0f * ax) + 1.0f);
   float x2 = x * x;
   float small = ax * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f + x2 * (-17.0f / 315.0f))));
   t = ax < 0.0625f ? small : t;
@@ -140,12 +114,12 @@ static void act_inplace(otf_act act, float *x, size_t len) {
   case OTF_ACT_SILU:
 #pragma omp simd
     for(size_t i = 0; i < len; i++)
-      x[i] = x[i] / (1.0f + exp_f(-x[i]));
+      x[i] = x[i] / (1.0f + otf_expf_fast(-x[i]));
     break;
   case OTF_ACT_QUICK_GELU:
 #pragma omp simd
     for(size_t i = 0; i < len; i++)
-      x[i] = x[i] / (1.0f + exp_f(-1.702f * x[i]));
+      x[i] = x[i] / (1.0f + otf_expf_fast(-1.702f * x[i]));
     break;
   }
 }
@@ -205,7 +179,7 @@ static void linear(float *y, const float *x, const float *W, const float *b, siz
  * keys get 0. nvalid = number of attended keys; 0 gives uniform rows (what
  * HF computes when every score is finfo.min). */
 OTF_HOT_CLONES
-static void softmax_rows(float *s, const float *keyok, size_t nvalid, size_t T) {
+void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T) {
   for(size_t i = 0; i < T; i++) {
     float *row = s + i * T;
     if(nvalid == 0) {
@@ -225,7 +199,7 @@ static void softmax_rows(float *s, const float *keyok, size_t nvalid, size_t T) 
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for(size_t j = 0; j < T; j++) {
-      float e = exp_f(row[j] - mx) * keyok[j];
+      float e = otf_expf_fast(row[j] - mx) * keyok[j];
       row[j] = e;
       sum += e;
     }
@@ -431,22 +405,25 @@ static otf_status emit(const tapper *t, otf_tap tap, int layer, const float *x, 
   return t->fn(t->ctx, tap, layer, x, rows, cols);
 }
 
-/* x [n*(P+1), D] = [cls; unfold(pixels) W^T + b] + pos, per sample. */
-static otf_status vit_embed(otf_forward *f, const otf_batch *b, const tapper *t) {
-  const size_t n = b->n, C = f->C, p = f->p, grid = f->grid, P = f->P, K = f->K, D = f->D;
-  const size_t img = (size_t)f->cfg->image_size, T = P + 1;
-  /* unf [n*P, K]: patch (i, j) of sample s as the conv's receptive field in
-   * (c, kh, kw) order, matching the kernel's [D, C, p, p] layout. */
+void otf__unfold_patches(float *unf, const float *pixels, size_t n, size_t C, size_t img,
+                         size_t p) {
+  const size_t grid = img / p, P = grid * grid, K = C * p * p;
   for(size_t s = 0; s < n; s++)
     for(size_t i = 0; i < grid; i++)
       for(size_t j = 0; j < grid; j++) {
-        float *row = f->unf + ((s * P) + i * grid + j) * K;
+        float *row = unf + ((s * P) + i * grid + j) * K;
         for(size_t c = 0; c < C; c++)
           for(size_t kh = 0; kh < p; kh++)
-            memcpy(row + (c * p + kh) * p,
-                   b->pixel_values + ((s * C + c) * img + i * p + kh) * img + j * p,
+            memcpy(row + (c * p + kh) * p, pixels + ((s * C + c) * img + i * p + kh) * img + j * p,
                    p * sizeof(float));
       }
+}
+
+/* x [n*(P+1), D] = [cls; unfold(pixels) W^T + b] + pos, per sample. */
+static otf_status vit_embed(otf_forward *f, const otf_batch *b, const tapper *t) {
+  const size_t n = b->n, C = f->C, p = f->p, P = f->P, K = f->K, D = f->D;
+  const size_t img = (size_t)f->cfg->image_size, T = P + 1;
+  otf__unfold_patches(f->unf, b->pixel_values, n, C, img, p);
   linear(f->pe, f->unf, G(f, OTF_SLOT_PATCH_W), G(f, OTF_SLOT_PATCH_B), n * P, K, D);
   otf_status rc = emit(t, OTF_TAP_PATCH_EMBED, -1, f->pe, n * P, D);
   if(rc != OTF_OK)
@@ -502,7 +479,7 @@ static void attention(otf_forward *f, size_t n, size_t T) {
       /* sc [T, T] = scale * q [T, hd] k^T */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)T, (blasint)T,
                   (blasint)hd, scale, q, (blasint)D, k, (blasint)D, 0.0f, f->sc, (blasint)T);
-      softmax_rows(f->sc, f->keyok + s * T, f->nvalid[s], T);
+      otf__softmax_masked(f->sc, f->keyok + s * T, f->nvalid[s], T);
       /* q-block [T, hd] = sc [T, T] v [T, hd] */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)T, (blasint)hd,
                   (blasint)T, 1.0f, f->sc, (blasint)T, v, (blasint)D, 0.0f, q, (blasint)D);

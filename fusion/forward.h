@@ -101,4 +101,17 @@ otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits,
  * (x [len] in place; otf_act_apply's scalar libm form is the reference). */
 void otf__forward_act(otf_act act, float *x, size_t len);
 
+/* Kernels the training pass (fusion/train.c) shares with inference. */
+
+/* Softmax of each row of s [T, T] over the keys with keyok[j] = 1 (masked
+ * keys get 0; nvalid = attended keys; none: uniform rows, as HF's
+ * finfo.min mask gives). */
+void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T);
+
+/* unf [n * P, C * p * p]: patch (i, j) of each image [C, img, img] as the
+ * patch convolution's receptive field in (c, kh, kw) order, matching its
+ * kernel's [D, C, p, p] layout; P = (img / p)^2. */
+void otf__unfold_patches(float *unf, const float *pixels, size_t n, size_t C, size_t img,
+                         size_t p);
+
 #endif

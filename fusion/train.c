@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "fusion/forward.h"
 #include "fusion/train_ops.h"
 
 #define OTF_TRAIN_IGNORE (-100) /* labels not scored (cross_entropy ignore_index) */
@@ -449,18 +450,9 @@ fail:
 /* ---- forward ------------------------------------------------------------ */
 
 static void vit_embed_fwd(otf_train *t, const otf_batch *b) {
-  const size_t n = b->n, C = t->Cch, p = t->p, grid = t->grid, P = t->P, K = t->K, D = t->D;
+  const size_t n = b->n, C = t->Cch, p = t->p, P = t->P, K = t->K, D = t->D;
   const size_t img = (size_t)t->cfg->image_size, T = P + 1;
-  for(size_t s = 0; s < n; s++)
-    for(size_t i = 0; i < grid; i++)
-      for(size_t j = 0; j < grid; j++) {
-        float *row = t->unf + ((s * P) + i * grid + j) * K;
-        for(size_t c = 0; c < C; c++)
-          for(size_t kh = 0; kh < p; kh++)
-            memcpy(row + (c * p + kh) * p,
-                   b->pixel_values + ((s * C + c) * img + i * p + kh) * img + j * p,
-                   p * sizeof(float));
-      }
+  otf__unfold_patches(t->unf, b->pixel_values, n, C, img, p);
   float *pe = t->dA; /* scratch [n*P, D] */
   otf__linear_fwd(pe, t->unf, PG(t, OTF_SLOT_PATCH_W), PG(t, OTF_SLOT_PATCH_B), n * P, K, D);
   const float *cls = PG(t, OTF_SLOT_CLS_TOKEN), *pos = PG(t, OTF_SLOT_POS_EMBED);

@@ -94,30 +94,6 @@ void otf__layernorm_bwd(float *dx, float *dg, float *db, const float *dy, const 
   }
 }
 
-/* exp for float, branch-free: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by a
- * degree-7 Taylor polynomial (truncation below 1e-8 there), 2^k put in
- * the exponent bits. Arguments are clamped to [-87, 88]: exp(-87) is as
- * good as 0 wherever it is added to or multiplied by O(1) terms here. */
-static inline float fexp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float shift = 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-  float t = x * 1.44269504088896341f + shift;
-  float k = t - shift;
-  float r = (x - k * 0.693145751953125f) - k * 1.428606765330187045e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  int32_t bits = ((int32_t)k + 127) << 23;
-  float s;
-  memcpy(&s, &bits, sizeof(s));
-  return p * s;
-}
-
 OTF_HOT_CLONES
 void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len) {
   switch(act) {
@@ -140,10 +116,10 @@ void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len
       p = 0.37409196f + t * p;
       p = 1.00002368f + t * p;
       p = -1.26551223f + t * p;
-      float ec = t * fexp(-az * az + p); /* erfc(|z|) */
+      float ec = t * otf_expf_fast(-az * az + p); /* erfc(|z|) */
       float cdf = z < 0.0f ? 0.5f * ec : 1.0f - 0.5f * ec;
       if(dydx)
-        dydx[i] = cdf + v * 0.39894228040143268f * fexp(-0.5f * v * v);
+        dydx[i] = cdf + v * 0.39894228040143268f * otf_expf_fast(-0.5f * v * v);
       y[i] = v * cdf;
     }
     break;
@@ -152,7 +128,7 @@ void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len
     for(size_t i = 0; i < len; i++) {
       const float c = 0.79788456080286536f;
       float v = x[i], u = c * (v + 0.044715f * v * v * v), au = u < 0.0f ? -u : u;
-      float th = 1.0f - 2.0f / (fexp(2.0f * au) + 1.0f);
+      float th = 1.0f - 2.0f / (otf_expf_fast(2.0f * au) + 1.0f);
       th = u < 0.0f ? -th : th;
       if(dydx)
         dydx[i] = 0.5f * (1.0f + th) +
@@ -174,7 +150,7 @@ void otf__act_fwd(otf_act act, float *y, float *dydx, const float *x, size_t len
     const float a = act == OTF_ACT_SILU ? 1.0f : 1.702f;
 #pragma omp simd
     for(size_t i = 0; i < len; i++) {
-      float v = x[i], sg = 1.0f / (1.0f + fexp(-a * v));
+      float v = x[i], sg = 1.0f / (1.0f + otf_expf_fast(-a * v));
       if(dydx)
         dydx[i] = sg * (1.0f + a * v * (1.0f - sg));
       y[i] = v * sg;
@@ -222,33 +198,6 @@ void otf__act_ref(otf_act act, float *y, float *d, const float *x, size_t len) {
     }
     y[i] = (float)out;
     d[i] = (float)der;
-  }
-}
-
-OTF_HOT_CLONES
-void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T) {
-  for(size_t i = 0; i < T; i++) {
-    float *row = s + i * T;
-    if(nvalid == 0) {
-      for(size_t j = 0; j < T; j++)
-        row[j] = 1.0f / (float)T;
-      continue;
-    }
-    float mx = -INFINITY;
-    for(size_t j = 0; j < T; j++)
-      if(keyok[j] != 0.0f && row[j] > mx)
-        mx = row[j];
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for(size_t j = 0; j < T; j++) {
-      float e = fexp(row[j] - mx) * keyok[j];
-      row[j] = e;
-      sum += e;
-    }
-    float inv = 1.0f / sum;
-#pragma omp simd
-    for(size_t j = 0; j < T; j++)
-      row[j] *= inv;
   }
 }
 

@@ -52,9 +52,7 @@ void otf__act_bwd(float *dx, const float *dy, const float *dydx, size_t len);
  * y = act(x), d = act'(x). */
 void otf__act_ref(otf_act act, float *y, float *d, const float *x, size_t len);
 
-/* Softmax of each row of s [T, T] over the keys with keyok[j] = 1 (masked
- * keys get 0; no attended key: uniform rows, as HF's finfo.min mask gives). */
-void otf__softmax_masked(float *s, const float *keyok, size_t nvalid, size_t T);
+/* (The masked softmax itself is shared with inference: fusion/forward.h.) */
 
 /* Softmax backward in place: dp [T, T] (gradient of the probabilities)
  * becomes the gradient of the scores, ds = p (dp - rowsum(p dp)). */
