@@ -103,3 +103,36 @@ otf_status otf_fs_partial_dir(const char *out_dir, char *tmp, otf_error *err) {
     return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", tmp, strerror(errno));
   return OTF_OK;
 }
+
+static int is_model_file(const char *name, const char *const *also_skip) {
+  size_t len = strlen(name);
+  if(name[0] == '.' || !strcmp(name, "config.json") ||
+     !strcmp(name, "model.safetensors.index.json") || !strcmp(name, "fusion_manifest.json") ||
+     (len > 12 && !strcmp(name + len - 12, ".safetensors")))
+    return 1;
+  for(size_t i = 0; also_skip && also_skip[i]; i++)
+    if(!strcmp(name, also_skip[i]))
+      return 1;
+  return 0;
+}
+
+otf_status otf_fs_copy_side_files(const char *src_dir, const char *dst_dir,
+                                  const char *const *also_skip, otf_error *err) {
+  DIR *d = opendir(src_dir);
+  if(!d)
+    return OTF_FAIL(err, OTF_E_IO, NULL, "%s: %s", src_dir, strerror(errno));
+  otf_status rc = OTF_OK;
+  struct dirent *e;
+  struct stat st;
+  while(rc == OTF_OK && (e = readdir(d))) {
+    char src[4096], dst[4096];
+    if(is_model_file(e->d_name, also_skip) ||
+       snprintf(src, sizeof(src), "%s/%s", src_dir, e->d_name) >= (int)sizeof(src) ||
+       snprintf(dst, sizeof(dst), "%s/%s", dst_dir, e->d_name) >= (int)sizeof(dst) ||
+       stat(src, &st) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    rc = otf_fs_copy_file(src, dst, err);
+  }
+  closedir(d);
+  return rc;
+}

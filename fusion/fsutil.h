@@ -21,6 +21,14 @@ void otf_fs_remove_flat(const char *dir);
  * be renamed onto out_dir once complete. */
 otf_status otf_fs_partial_dir(const char *out_dir, char *tmp, otf_error *err) OTF_WUR;
 
+/* Copies the side files of a model folder (tokenizer, preprocessor,
+ * README, ...) from src_dir into dst_dir: every regular file except dot
+ * files, config.json, weights (*.safetensors and their index),
+ * fusion_manifest.json (it describes the folder it was written for) and
+ * the names in also_skip (NULL-terminated; may be NULL). */
+otf_status otf_fs_copy_side_files(const char *src_dir, const char *dst_dir,
+                                  const char *const *also_skip, otf_error *err) OTF_WUR;
+
 /* Creates path and its missing parents (mode 0755). */
 otf_status otf_fs_mkdirs(const char *path, otf_error *err) OTF_WUR;
 

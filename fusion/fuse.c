@@ -1669,15 +1669,6 @@ static const char *dtype_torch_name(otf_dtype dt) {
   return dt == OTF_DT_F16 ? "float16" : dt == OTF_DT_BF16 ? "bfloat16" : "float32";
 }
 
-/* Files of the anchor folder that are not weights or config: tokenizer,
- * preprocessor, README... they travel with the fused model. */
-static int is_weights_file(const char *name) {
-  size_t len = strlen(name);
-  return !strcmp(name, "config.json") || !strcmp(name, "fusion_report.json") ||
-         !strcmp(name, "model.safetensors.index.json") ||
-         (len > 12 && !strcmp(name + len - 12, ".safetensors"));
-}
-
 static otf_status write_weights(const otf_fused *f, const char *path, otf_dtype dtype,
                                 otf_error *err) {
   otf_st_out *outs = otf_calloc(f->nt ? f->nt : 1, sizeof(*outs));
@@ -1735,7 +1726,6 @@ done:
 static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *out_dir,
                              otf_dtype dt, otf_error *err) {
   char p[4096];
-  struct stat st;
   otf_status rc;
   /* config.json: the anchor's, with provenance. */
   snprintf(p, sizeof(p), "%s/config.json", otf_model_dir(f->anchor));
@@ -1760,21 +1750,8 @@ static otf_status finish_dir(const otf_fused *f, const char *tmp, const char *ou
   free(text);
   if(rc != OTF_OK)
     return rc;
-  DIR *d = opendir(otf_model_dir(f->anchor));
-  struct dirent *e;
-  while(d && (e = readdir(d)) && rc == OTF_OK) {
-    char src[4096];
-    if(snprintf(src, sizeof(src), "%s/%s", otf_model_dir(f->anchor), e->d_name) >=
-       (int)sizeof(src) - 1)
-      continue;
-    if(e->d_name[0] == '.' || is_weights_file(e->d_name) || stat(src, &st) != 0 ||
-       !S_ISREG(st.st_mode))
-      continue;
-    snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
-    rc = otf_fs_copy_file(src, p, err);
-  }
-  if(d)
-    closedir(d);
+  static const char *const skip[] = {"fusion_report.json", NULL};
+  rc = otf_fs_copy_side_files(otf_model_dir(f->anchor), tmp, skip, err);
   if(rc != OTF_OK)
     return rc;
   rmdir(out_dir); /* an empty folder may stand where the output goes */

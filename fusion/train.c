@@ -839,14 +839,6 @@ otf_status otf_train_step(otf_train *t, const otf_batch *b, const int64_t *label
   return OTF_OK;
 }
 
-/* ---- saving -------------------------------------------------------------- */
-
-static int is_weights_file(const char *name) {
-  size_t len = strlen(name);
-  return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
-         (len > 12 && !strcmp(name + len - 12, ".safetensors"));
-}
-
 static otf_status write_weights(const otf_train *t, const otf_model *src, const char *path,
                                 otf_error *err) {
   const otf_ckpt *ck = otf_model_ckpt(src);
@@ -930,21 +922,7 @@ otf_status otf_train_save(const otf_train *t, const otf_model *src, const char *
   free(text);
   if(rc != OTF_OK)
     goto fail;
-  DIR *d = opendir(otf_model_dir(src));
-  struct dirent *e;
-  struct stat st;
-  while(d && (e = readdir(d)) && rc == OTF_OK) {
-    char sp[4096];
-    if(snprintf(sp, sizeof(sp), "%s/%s", otf_model_dir(src), e->d_name) >= (int)sizeof(sp) - 1)
-      continue;
-    if(e->d_name[0] == '.' || is_weights_file(e->d_name) || stat(sp, &st) != 0 ||
-       !S_ISREG(st.st_mode))
-      continue;
-    snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
-    rc = otf_fs_copy_file(sp, p, err);
-  }
-  if(d)
-    closedir(d);
+  rc = otf_fs_copy_side_files(otf_model_dir(src), tmp, NULL, err);
   if(rc != OTF_OK)
     goto fail;
   rmdir(out_dir);
