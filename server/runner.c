@@ -256,6 +256,12 @@ void otf_run_job(otf_storage *st, const json_t *spec_json, const char *out_dir,
 
   if(io->progress)
     io->progress(io->ctx, "fetching", 0.0);
+  /* an occupied destination fails the job now, not after the fusion */
+  if(spec.output_uri && (rc = otf_storage_check_dest(st, spec.output_uri, err)) != OTF_OK) {
+    if(!err->pointer[0])
+      snprintf(err->pointer, sizeof(err->pointer), "/output/uri");
+    goto done;
+  }
   size_t nfetch = spec.n_models + (spec.calibration_uri ? 1 : 0);
   for(size_t i = 0; i < spec.n_models; i++) {
     rc_.base = F_FETCH * (double)i / (double)nfetch;

@@ -504,23 +504,31 @@ otf_status otf__remote_fetch_file(otf_storage *s, const otf_uri *u, const char *
   return rc;
 }
 
+otf_status otf__remote_dest_empty(otf_storage *s, const otf_uri *u, const char *uri,
+                                  otf_error *err) {
+  char prefix[OTF_URI_PATH_MAX + 2];
+  folder_prefix(u, prefix, sizeof(prefix));
+  otf_manifest existing;
+  otf_status rc = otf__s3_list(&s->rm->s3, u->host, prefix, uri, &existing, err);
+  if(rc != OTF_OK)
+    return rc;
+  size_t n = existing.n;
+  otf__manifest_free(&existing);
+  return n ? OTF_FAIL(err, OTF_E_CONFLICT, NULL, "%s: destination is not empty (%zu objects)", uri, n)
+           : OTF_OK;
+}
+
 otf_status otf__remote_put_dir(otf_storage *s, const otf_uri *u, const char *uri, const char *src,
                                otf__xprog *prog, otf_error *err) {
   otf__s3 *s3 = &s->rm->s3;
   char prefix[OTF_URI_PATH_MAX + 2];
   folder_prefix(u, prefix, sizeof(prefix));
-  otf_manifest m, existing;
+  otf_manifest m;
   otf_status rc = otf__manifest_scan(&m, src, err);
   if(rc != OTF_OK)
     return rc;
   /* The destination must be empty: we never mix with someone's files. */
-  rc = otf__s3_list(s3, u->host, prefix, uri, &existing, err);
-  if(rc == OTF_OK) {
-    size_t n = existing.n;
-    otf__manifest_free(&existing);
-    if(n)
-      rc = OTF_FAIL(err, OTF_E_CONFLICT, NULL, "%s: destination is not empty (%zu objects)", uri, n);
-  }
+  rc = otf__remote_dest_empty(s, u, uri, err);
   if(rc != OTF_OK) {
     otf__manifest_free(&m);
     return rc;

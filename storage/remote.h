@@ -29,6 +29,9 @@ otf_status otf__remote_fetch_model(otf_storage *s, const otf_uri *u, const char 
                                    size_t cap, otf__xprog *prog, otf_error *err) OTF_WUR;
 otf_status otf__remote_fetch_file(otf_storage *s, const otf_uri *u, const char *uri, char *out,
                                   size_t cap, otf__xprog *prog, otf_error *err) OTF_WUR;
+/* OTF_OK when nothing is stored under the folder URI u, else OTF_E_CONFLICT. */
+otf_status otf__remote_dest_empty(otf_storage *s, const otf_uri *u, const char *uri,
+                                  otf_error *err) OTF_WUR;
 otf_status otf__remote_put_dir(otf_storage *s, const otf_uri *u, const char *uri, const char *src,
                                otf__xprog *prog, otf_error *err) OTF_WUR;
 void otf__remote_release(otf_storage *s, const char *local_path);

@@ -2,6 +2,7 @@
  * stores and the local cache. */
 #include "storage/storage.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -154,6 +155,33 @@ otf_status otf_storage_fetch_file(otf_storage *s, const char *uri, char *local_p
 void otf_storage_release(otf_storage *s, const char *local_path) {
   if(s && local_path)
     otf__remote_release(s, local_path);
+}
+
+otf_status otf_storage_check_dest(otf_storage *s, const char *uri, otf_error *err) {
+  otf_status rc = otf_storage_check(s, uri, 1, err);
+  otf_uri u;
+  if(rc == OTF_OK)
+    rc = otf_uri_parse(&u, uri, err);
+  if(rc != OTF_OK)
+    return rc;
+  if(u.scheme == OTF_URI_S3)
+    return otf__remote_dest_empty(s, &u, uri, err);
+  if(u.scheme != OTF_URI_FILE)
+    return OTF_FAIL(err, OTF_E_UNSUPPORTED, NULL, "%s: http(s) URIs are read-only", uri);
+  char path[PATH_MAX];
+  rc = otf__local_resolve(s->roots, s->n_roots, uri, u.path, 1, path, sizeof(path), err);
+  if(rc != OTF_OK)
+    return rc;
+  DIR *d = opendir(path);
+  if(!d) /* absent is free; a file there is found by put_dir */
+    return OTF_OK;
+  size_t n = 0;
+  struct dirent *e;
+  while((e = readdir(d)))
+    n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+  closedir(d);
+  return n ? OTF_FAIL(err, OTF_E_CONFLICT, NULL, "%s: destination is not empty (%zu entries)", uri, n)
+           : OTF_OK;
 }
 
 otf_status otf_storage_put_dir(otf_storage *s, const char *local_dir, const char *uri,

@@ -87,6 +87,12 @@ otf_status otf_storage_fetch_file(otf_storage *s, const char *uri, char *local_p
 /* Unpins what a fetch returned (no-op for file://). */
 void otf_storage_release(otf_storage *s, const char *local_path);
 
+/* Whether a folder URI is free to publish to: absent or empty. OTF_OK, or
+ * OTF_E_CONFLICT naming what is there (also the policy errors of
+ * otf_storage_check). Lets a job fail before its work rather than at
+ * publication; otf_storage_put_dir checks again. */
+otf_status otf_storage_check_dest(otf_storage *s, const char *uri, otf_error *err) OTF_WUR;
+
 /* Publishes a local folder at a folder URI: every file, then
  * fusion_manifest.json (name, size, sha256 of each) last. file://
  * destinations are written to a sibling temporary folder and renamed; the

@@ -147,6 +147,19 @@ http POST /v1/jobs -d "$(spec '{}' "$MD/vit_s0" "$MD/bert_cls_s0")"; F=$(jq -r .
 wait_job "$F" 60 && [ "$STATUS" = failed ] && [ -n "$(jq -r .error.detail $T/body)" ] &&
   [ ! -e "$T/main/jobs/$F/out" ] && ok || bad "failing job: $STATUS $(jq -c .error $T/body)"
 
+# ---- an occupied output folder fails the job before any work ----
+mkdir -p "$T/occupied" && echo keep >"$T/occupied/file.txt"
+http POST /v1/jobs -d "$(spec "{\"output\":{\"uri\":\"file://$T/occupied\"}}" "$MD/vit_s0" "$MD/vit_s1")"; O=$(jq -r .id $T/body)
+wait_job "$O" 60 && [ "$STATUS" = failed ] && [ "$(jq -r .error.pointer $T/body)" = /output/uri ] &&
+  [ "$(cat "$T/occupied/file.txt")" = keep ] && [ "$(ls "$T/occupied" | wc -l)" = 1 ] && ok ||
+  bad "occupied output: $STATUS $(jq -c .error $T/body)"
+http GET "/v1/jobs/$O/events?limit=500"
+[ "$(jq '[.items[] | select(.type=="map")] | length' $T/body)" = 0 ] && ok || bad "occupied output: maps were solved first"
+# and a free one receives the fused folder with its manifest
+http POST /v1/jobs -d "$(spec "{\"output\":{\"uri\":\"file://$T/published\"}}" "$MD/vit_s0" "$MD/vit_s1")"; O=$(jq -r .id $T/body)
+wait_job "$O" 60 && [ "$STATUS" = succeeded ] && [ -f "$T/published/fusion_manifest.json" ] &&
+  [ "$(jq -r .summary.output $T/body)" = "file://$T/published" ] && ok || bad "published output: $STATUS $(jq -c '.error, .summary.output' $T/body)"
+
 # ---- list: filter and cursor pagination ----
 http GET '/v1/jobs?limit=2'; N1=$(jq -r .next $T/body)
 [ "$(jq '.items | length' $T/body)" = 2 ] && [ "$N1" != null ] && ok || bad "page 1"
