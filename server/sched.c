@@ -316,6 +316,13 @@ static void start(otf_sched *s, json_t *row) {
   pthread_mutex_unlock(&s->mu);
   otf_api_job_dir(s->api, id, sl->out_dir, sizeof(sl->out_dir));
   sl->work.data = sl;
+  /* A cancel that came between the claim and the slot found no slot to
+   * flag: the store has it as cancelling. */
+  json_t *now = NULL;
+  if(otf_jobstore_get(s->api->store, id, &now, NULL) == OTF_OK &&
+     !strcmp(json_string_value(json_object_get(now, "status")), "cancelling"))
+    otf_sched_cancel(s, id);
+  json_decref(now);
   otf_log("info", NULL, id, NULL, "job started (attempt %d)",
           (int)json_integer_value(json_object_get(row, "attempt")));
   int rc = uv_queue_work(s->loop, &sl->work, work_cb, after_work);
