@@ -88,6 +88,14 @@ int main(int argc, char **argv) {
     rc = fail("data dir", &e);
     goto out;
   }
+  /* Absolute from here on: the cache and job folders are derived from it. */
+  char *abs = realpath(a.cfg.data_dir, NULL);
+  if(!abs) {
+    fprintf(stderr, "otfused: data dir %s: %s\n", a.cfg.data_dir, strerror(errno));
+    goto out;
+  }
+  free(a.cfg.data_dir);
+  a.cfg.data_dir = abs;
   snprintf(db, sizeof(db), "%s/jobs.db", a.cfg.data_dir);
   if(otf_jobstore_open(&store, db, &e) != OTF_OK) {
     rc = fail("job store", &e);
