@@ -268,7 +268,8 @@ srv_stop TERM
 "$OTFUSED" --local --listen 0.0.0.0:0 --data-dir "$T/x" 2>"$T/err"; [ $? = 2 ] && grep -q loopback "$T/err" && ok ||
   bad "--local must refuse a non-loopback address"
 # a relative --data-dir (as make demo gives) works: it is made absolute
-( cd "$T" && exec "$OTFUSED" --local --listen 127.0.0.1:0 --data-dir rel/data ) 2>"$T/rel.log" &
+OTFUSED_ABS=$(cd "$(dirname "$OTFUSED")" && pwd)/$(basename "$OTFUSED")
+( cd "$T" && exec "$OTFUSED_ABS" --local --listen 127.0.0.1:0 --data-dir rel/data ) 2>"$T/rel.log" &
 RP=$!
 i=0; while [ $i -lt 100 ] && ! grep -q '"msg":"listening' "$T/rel.log"; do sleep 0.1; i=$((i + 1)); done
 grep -q '"msg":"listening' "$T/rel.log" && [ -f "$T/rel/data/jobs.db" ] && ok || bad "relative data dir: $(tail -n 2 "$T/rel.log")"
