@@ -536,6 +536,30 @@ static otf_status layer_pass(otf_forward *f, int L, size_t n, size_t T, const ta
   return emit(t, OTF_TAP_RESID_FFN, L, f->x, R, D);
 }
 
+otf_status otf__batch_check_tokens(const otf_model_config *cfg, const otf_batch *b,
+                                   int has_type_embed, otf_error *err) {
+  const size_t R = b->n * b->seq, T = b->seq;
+  for(size_t r = 0; r < R; r++) {
+    int64_t id = b->input_ids[r];
+    if(id < 0 || id >= cfg->vocab_size)
+      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
+                      "input_ids[%zu,%zu] = %lld is outside the vocabulary [0, %d)", r / T,
+                      r % T, (long long)id, cfg->vocab_size);
+    if(b->token_type_ids) {
+      int64_t tt = b->token_type_ids[r];
+      if(tt < 0 || tt >= cfg->type_vocab_size || (tt != 0 && !has_type_embed))
+        return OTF_FAIL(err, OTF_E_INVAL, "token_type_ids",
+                        "token_type_ids[%zu,%zu] = %lld is outside [0, %d)", r / T, r % T,
+                        (long long)tt, cfg->type_vocab_size);
+    }
+    if(b->attention_mask && b->attention_mask[r] != 0 && b->attention_mask[r] != 1)
+      return OTF_FAIL(err, OTF_E_INVAL, "attention_mask",
+                      "attention_mask[%zu,%zu] = %lld; only 0 and 1 are allowed", r / T,
+                      r % T, (long long)b->attention_mask[r]);
+  }
+  return OTF_OK;
+}
+
 static otf_status validate(const otf_forward *f, const otf_batch *b, float *logits,
                            uint32_t taps, otf_tap_fn tap, otf_error *err) {
   const otf_model_config *cfg = f->cfg;
@@ -565,27 +589,7 @@ static otf_status validate(const otf_forward *f, const otf_batch *b, float *logi
   if(b->seq > f->max_tok)
     return OTF_FAIL(err, OTF_E_INVAL, "seq", "sequence length %zu exceeds the planned %zu",
                     b->seq, f->max_tok);
-  const size_t R = b->n * b->seq, T = b->seq;
-  for(size_t r = 0; r < R; r++) {
-    int64_t id = b->input_ids[r];
-    if(id < 0 || id >= cfg->vocab_size)
-      return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
-                      "input_ids[%zu,%zu] = %lld is outside the vocabulary [0, %d)", r / T,
-                      r % T, (long long)id, cfg->vocab_size);
-    if(b->token_type_ids) {
-      int64_t tt = b->token_type_ids[r];
-      if(tt < 0 || tt >= cfg->type_vocab_size ||
-         (tt != 0 && !G(f, OTF_SLOT_TYPE_EMBED)))
-        return OTF_FAIL(err, OTF_E_INVAL, "token_type_ids",
-                        "token_type_ids[%zu,%zu] = %lld is outside [0, %d)", r / T, r % T,
-                        (long long)tt, cfg->type_vocab_size);
-    }
-    if(b->attention_mask && b->attention_mask[r] != 0 && b->attention_mask[r] != 1)
-      return OTF_FAIL(err, OTF_E_INVAL, "attention_mask",
-                      "attention_mask[%zu,%zu] = %lld; only 0 and 1 are allowed", r / T,
-                      r % T, (long long)b->attention_mask[r]);
-  }
-  return OTF_OK;
+  return otf__batch_check_tokens(cfg, b, G(f, OTF_SLOT_TYPE_EMBED) != NULL, err);
 }
 
 otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits, uint32_t taps,

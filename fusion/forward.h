@@ -103,6 +103,12 @@ void otf__forward_act(otf_act act, float *x, size_t len);
 
 /* Kernels the training pass (fusion/train.c) shares with inference. */
 
+/* Token inputs of a text batch [n, seq]: ids inside the vocabulary, token
+ * types inside [0, type_vocab) (only 0 without a type embedding), mask
+ * values 0/1; errors name the element. */
+otf_status otf__batch_check_tokens(const otf_model_config *cfg, const otf_batch *b,
+                                   int has_type_embed, otf_error *err) OTF_WUR;
+
 /* Softmax of each row of s [T, T] over the keys with keyok[j] = 1 (masked
  * keys get 0; nvalid = attended keys; none: uniform rows, as HF's
  * finfo.min mask gives). */

@@ -770,25 +770,9 @@ static otf_status validate(const otf_train *t, const otf_batch *b, const int64_t
     if(b->seq == 0 || b->seq > t->max_tok)
       return OTF_FAIL(err, OTF_E_INVAL, "seq", "sequence length %zu; the plan allows 1 to %zu",
                       b->seq, t->max_tok);
-    const size_t R = b->n * b->seq, T = b->seq;
-    for(size_t r = 0; r < R; r++) {
-      int64_t id = b->input_ids[r];
-      if(id < 0 || id >= cfg->vocab_size)
-        return OTF_FAIL(err, OTF_E_INVAL, "input_ids",
-                        "input_ids[%zu,%zu] = %lld is outside the vocabulary [0, %d)", r / T,
-                        r % T, (long long)id, cfg->vocab_size);
-      if(b->token_type_ids) {
-        int64_t tt = b->token_type_ids[r];
-        if(tt < 0 || tt >= cfg->type_vocab_size || (tt != 0 && !PG(t, OTF_SLOT_TYPE_EMBED)))
-          return OTF_FAIL(err, OTF_E_INVAL, "token_type_ids",
-                          "token_type_ids[%zu,%zu] = %lld is outside [0, %d)", r / T, r % T,
-                          (long long)tt, cfg->type_vocab_size);
-      }
-      if(b->attention_mask && b->attention_mask[r] != 0 && b->attention_mask[r] != 1)
-        return OTF_FAIL(err, OTF_E_INVAL, "attention_mask",
-                        "attention_mask[%zu,%zu] = %lld; only 0 and 1 are allowed", r / T,
-                        r % T, (long long)b->attention_mask[r]);
-    }
+    otf_status rc = otf__batch_check_tokens(cfg, b, PG(t, OTF_SLOT_TYPE_EMBED) != NULL, err);
+    if(rc != OTF_OK)
+      return rc;
   }
   size_t nl = t->head == HEAD_MLM ? b->n * b->seq : b->n;
   int64_t hi = t->head == HEAD_MLM ? (int64_t)t->V : (int64_t)t->C;
