@@ -163,8 +163,8 @@ static void add_inplace(float *x, const float *y, size_t len) {
 /* y [rows, out] = x [rows, in] W^T + b, with W [out, in] (PyTorch Linear)
  * and b [out] or NULL. The bias is written first and accumulated into with
  * beta = 1, saving a pass over y. */
-static void linear(float *y, const float *x, const float *W, const float *b, size_t rows,
-                   size_t in, size_t out) {
+void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
+                     size_t in, size_t out) {
   float beta = 0.0f;
   if(b) {
     for(size_t r = 0; r < rows; r++)
@@ -424,7 +424,7 @@ static otf_status vit_embed(otf_forward *f, const otf_batch *b, const tapper *t)
   const size_t n = b->n, C = f->C, p = f->p, P = f->P, K = f->K, D = f->D;
   const size_t img = (size_t)f->cfg->image_size, T = P + 1;
   otf__unfold_patches(f->unf, b->pixel_values, n, C, img, p);
-  linear(f->pe, f->unf, G(f, OTF_SLOT_PATCH_W), G(f, OTF_SLOT_PATCH_B), n * P, K, D);
+  otf__linear_fwd(f->pe, f->unf, G(f, OTF_SLOT_PATCH_W), G(f, OTF_SLOT_PATCH_B), n * P, K, D);
   otf_status rc = emit(t, OTF_TAP_PATCH_EMBED, -1, f->pe, n * P, D);
   if(rc != OTF_OK)
     return rc;
@@ -498,15 +498,15 @@ static otf_status layer_pass(otf_forward *f, int L, size_t n, size_t T, const ta
   }
   if((rc = emit(t, OTF_TAP_QKV_IN, L, in, R, D)) != OTF_OK)
     return rc;
-  linear(f->q, in, W[OTF_SLOT_Q_W], W[OTF_SLOT_Q_B], R, D, D);
-  linear(f->k, in, W[OTF_SLOT_K_W], W[OTF_SLOT_K_B], R, D, D);
-  linear(f->v, in, W[OTF_SLOT_V_W], W[OTF_SLOT_V_B], R, D, D);
+  otf__linear_fwd(f->q, in, W[OTF_SLOT_Q_W], W[OTF_SLOT_Q_B], R, D, D);
+  otf__linear_fwd(f->k, in, W[OTF_SLOT_K_W], W[OTF_SLOT_K_B], R, D, D);
+  otf__linear_fwd(f->v, in, W[OTF_SLOT_V_W], W[OTF_SLOT_V_B], R, D, D);
   if((rc = emit(t, OTF_TAP_Q, L, f->q, R, D)) != OTF_OK ||
      (rc = emit(t, OTF_TAP_K, L, f->k, R, D)) != OTF_OK ||
      (rc = emit(t, OTF_TAP_V, L, f->v, R, D)) != OTF_OK)
     return rc;
   attention(f, n, T);
-  linear(f->h, f->q, W[OTF_SLOT_O_W], W[OTF_SLOT_O_B], R, D, D);
+  otf__linear_fwd(f->h, f->q, W[OTF_SLOT_O_W], W[OTF_SLOT_O_B], R, D, D);
   if((rc = emit(t, OTF_TAP_ATTN_OUT, L, f->h, R, D)) != OTF_OK)
     return rc;
   add_inplace(f->x, f->h, R * D);
@@ -523,11 +523,11 @@ static otf_status layer_pass(otf_forward *f, int L, size_t n, size_t T, const ta
   }
   if((rc = emit(t, OTF_TAP_FFN_IN, L, in, R, D)) != OTF_OK)
     return rc;
-  linear(f->ff, in, W[OTF_SLOT_FC1_W], W[OTF_SLOT_FC1_B], R, D, F);
+  otf__linear_fwd(f->ff, in, W[OTF_SLOT_FC1_W], W[OTF_SLOT_FC1_B], R, D, F);
   if((rc = emit(t, OTF_TAP_FFN_PRE, L, f->ff, R, F)) != OTF_OK)
     return rc;
   act_inplace(f->cfg->act, f->ff, R * F);
-  linear(f->h, f->ff, W[OTF_SLOT_FC2_W], W[OTF_SLOT_FC2_B], R, F, D);
+  otf__linear_fwd(f->h, f->ff, W[OTF_SLOT_FC2_W], W[OTF_SLOT_FC2_B], R, F, D);
   if((rc = emit(t, OTF_TAP_FFN_OUT, L, f->h, R, D)) != OTF_OK)
     return rc;
   add_inplace(f->x, f->h, R * D);
@@ -620,7 +620,7 @@ otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits, ui
   int want_pool = f->pooler && ((taps & OTF_TAP_BIT(OTF_TAP_POOLED)) ||
                                 (f->head == HEAD_CLS && !f->vit && logits));
   if(want_pool) {
-    linear(f->pool, f->cls, G(f, OTF_SLOT_POOL_W), G(f, OTF_SLOT_POOL_B), n, D, D);
+    otf__linear_fwd(f->pool, f->cls, G(f, OTF_SLOT_POOL_W), G(f, OTF_SLOT_POOL_B), n, D, D);
     for(size_t i = 0; i < n * D; i++)
       f->pool[i] = tanhf(f->pool[i]);
     if((rc = emit(&t, OTF_TAP_POOLED, -1, f->pool, n, D)) != OTF_OK)
@@ -630,15 +630,15 @@ otf_status otf_forward_run(otf_forward *f, const otf_batch *b, float *logits, ui
     goto done;
   if(f->head == HEAD_CLS) {
     /* logits [n, labels] = (ViT: cls; BERT: pooled) Wc^T + bc */
-    linear(logits, f->vit ? f->cls : f->pool, G(f, OTF_SLOT_CLS_W), G(f, OTF_SLOT_CLS_B), n,
+    otf__linear_fwd(logits, f->vit ? f->cls : f->pool, G(f, OTF_SLOT_CLS_W), G(f, OTF_SLOT_CLS_B), n,
            D, (size_t)f->cfg->num_labels);
   } else if(f->head == HEAD_MLM) {
     /* h [R, D] = LN(act(x Wd^T + bd)); logits [R, V] = h E^T + bias */
-    linear(f->h, f->x, G(f, OTF_SLOT_MLM_DENSE_W), G(f, OTF_SLOT_MLM_DENSE_B), R, D, D);
+    otf__linear_fwd(f->h, f->x, G(f, OTF_SLOT_MLM_DENSE_W), G(f, OTF_SLOT_MLM_DENSE_B), R, D, D);
     act_inplace(f->cfg->act, f->h, R * D);
     layernorm(f->h, f->h, G(f, OTF_SLOT_MLM_LN_W), G(f, OTF_SLOT_MLM_LN_B), R, D,
               f->cfg->layer_norm_eps);
-    linear(logits, f->h, G(f, OTF_SLOT_MLM_DECODER_W), G(f, OTF_SLOT_MLM_BIAS), R, D,
+    otf__linear_fwd(logits, f->h, G(f, OTF_SLOT_MLM_DECODER_W), G(f, OTF_SLOT_MLM_BIAS), R, D,
            (size_t)f->cfg->vocab_size);
   }
 done:

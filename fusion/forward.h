@@ -103,6 +103,11 @@ void otf__forward_act(otf_act act, float *x, size_t len);
 
 /* Kernels the training pass (fusion/train.c) shares with inference. */
 
+/* y [rows, out] = x [rows, in] W^T + b (PyTorch Linear: W [out, in], b [out]
+ * or NULL), one SGEMM with the bias preloaded. */
+void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
+                     size_t in, size_t out);
+
 /* Token inputs of a text batch [n, seq]: ids inside the vocabulary, token
  * types inside [0, type_vocab) (only 0 without a type embedding), mask
  * values 0/1; errors name the element. */

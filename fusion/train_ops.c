@@ -10,18 +10,6 @@
 
 #include "fusion/simd.h"
 
-void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
-                     size_t in, size_t out) {
-  float beta = 0.0f;
-  if(b) {
-    for(size_t r = 0; r < rows; r++)
-      memcpy(y + r * out, b, out * sizeof(float));
-    beta = 1.0f;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)out,
-              (blasint)in, 1.0f, x, (blasint)in, W, (blasint)in, beta, y, (blasint)out);
-}
-
 void otf__linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, size_t rows, size_t in, size_t out, int accumulate_dx) {
   /* dW [out, in] += dy^T [out, rows] x [rows, in] */

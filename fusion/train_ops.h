@@ -15,10 +15,8 @@
 
 #include "fusion/hfconfig.h"
 
-/* y [rows, out] = x [rows, in] W^T + b; W [out, in] (PyTorch Linear), b [out]
- * or NULL. */
-void otf__linear_fwd(float *y, const float *x, const float *W, const float *b, size_t rows,
-                     size_t in, size_t out);
+/* (The forward of a linear layer, otf__linear_fwd, is shared with
+ * inference: fusion/forward.h.) */
 
 /* Backward of otf__linear_fwd given dy [rows, out]:
  *   dW [out, in] += dy^T x;  db [out] += column sums of dy (db may be NULL);
