@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "fusion/fsutil.h"
 #include "storage/uri.h"
 
 otf_status otf_cli_storage_open(otf_storage **s, size_t part_size, otf_error *err) {
@@ -133,14 +134,6 @@ int otf_cli_store_publish(otf_cli_store *cs, const char *cmd) {
   return rc == OTF_OK ? 0 : fail(cmd, rc, &e);
 }
 
-static void rmtree(const char *p) {
-  char cmd[4200];
-  if(*p && snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p) < (int)sizeof(cmd) && !strchr(p, '\''))
-    if(system(cmd) != 0) {
-      /* best effort */
-    }
-}
-
 void otf_cli_store_done(otf_cli_store *cs) {
   for(int i = 0; i < cs->n; i++)
     if(cs->fetched[i]) {
@@ -151,7 +144,7 @@ void otf_cli_store_done(otf_cli_store *cs) {
     otf_storage_release(cs->s, cs->calib);
     otf_free(cs->calib);
   }
-  rmtree(cs->tmp_root);
+  otf_fs_remove_tree(cs->tmp_root);
   otf_storage_close(cs->s);
   memset(cs, 0, sizeof(*cs));
 }

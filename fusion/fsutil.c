@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -61,6 +62,21 @@ void otf_fs_remove_flat(const char *dir) {
     closedir(d);
   }
   rmdir(dir);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)ftw;
+  if(flag == FTW_DP)
+    rmdir(path);
+  else
+    unlink(path);
+  return 0; /* best effort: go on with the rest */
+}
+
+void otf_fs_remove_tree(const char *dir) {
+  if(dir && *dir)
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 otf_status otf_fs_mkdirs(const char *path, otf_error *err) {

@@ -29,6 +29,10 @@ otf_status otf_fs_partial_dir(const char *out_dir, char *tmp, otf_error *err) OT
 otf_status otf_fs_copy_side_files(const char *src_dir, const char *dst_dir,
                                   const char *const *also_skip, otf_error *err) OTF_WUR;
 
+/* Removes dir and everything below it (links are removed, not followed);
+ * missing is fine. For scratch folders of our own making. */
+void otf_fs_remove_tree(const char *dir);
+
 /* Creates path and its missing parents (mode 0755). */
 otf_status otf_fs_mkdirs(const char *path, otf_error *err) OTF_WUR;
 

@@ -10,6 +10,7 @@
 
 #include "common/alloc.h"
 #include "fusion/arch.h"
+#include "fusion/fsutil.h"
 #include "fusion/model.h"
 #include "fusion/safetensors.h"
 #include "tests/support/rewrite.h"
@@ -205,39 +206,6 @@ static void gather(float *out, const float *in, const uint64_t *shape, int rank,
   }
 }
 
-/* Byte copy of src to dst (config.json). */
-static otf_status copy_file(const char *src, const char *dst, otf_error *err) {
-  otf_status rc = OTF_OK;
-  FILE *in = fopen(src, "rb"), *out = NULL;
-  if(!in) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot open %s: %s", src, strerror(errno));
-    goto fail;
-  }
-  out = fopen(dst, "wb");
-  if(!out) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot create %s: %s", dst, strerror(errno));
-    goto fail;
-  }
-  char buf[8192];
-  size_t got;
-  while((got = fread(buf, 1, sizeof(buf), in)) > 0) {
-    if(fwrite(buf, 1, got, out) != got) {
-      rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot write %s: %s", dst, strerror(errno));
-      goto fail;
-    }
-  }
-  if(ferror(in)) {
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot read %s", src);
-    goto fail;
-  }
-fail:
-  if(out && fclose(out) != 0 && rc == OTF_OK)
-    rc = OTF_FAIL(err, OTF_E_IO, NULL, "cannot write %s: %s", dst, strerror(errno));
-  if(in)
-    fclose(in);
-  return rc;
-}
-
 /* Permutes one tensor into an owned F32 buffer (*data), filling o. */
 static otf_status permute_tensor(otf_st_out *o, float **data, const otf_st_tensor *t,
                                  const otf_tensor_spec *s, int layer, const perms *P,
@@ -330,7 +298,7 @@ otf_status tu_permute_model(const char *src_dir, const char *dst_dir, uint64_t s
     rc = OTF_FAIL(err, OTF_E_INVAL, NULL, "path too long");
     goto fail;
   }
-  rc = copy_file(path, path2, err);
+  rc = otf_fs_copy_file(path, path2, err);
   if(rc != OTF_OK)
     goto fail;
   if(rec) {
