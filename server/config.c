@@ -185,11 +185,8 @@ static otf_status apply(otf_srv_config *c, int id, const char *v, const char *sr
   for(size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
     if(ranges[i].id != id)
       continue;
-    long long y;
-    char *end;
-    errno = 0;
-    y = strtoll(v, &end, 10);
-    if(errno || end == v || *end || y < ranges[i].lo || y > ranges[i].hi)
+    long y;
+    if(parse_int(v, ranges[i].lo, ranges[i].hi, &y) != 0)
       return OTF_FAIL(err, OTF_E_INVAL, src, "%s must be an integer in [%ld, %ld], got '%.60s'",
                       src, ranges[i].lo, ranges[i].hi, v);
     switch(id) {
