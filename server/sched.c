@@ -22,8 +22,8 @@
 typedef struct pending_event {
   struct pending_event *next;
   char id[OTF_JOB_ID_MAX];
-  char *type;
-  char *json;
+  char type[16];
+  json_t *data; /* owned; parsed once, on the worker */
 } pending_event;
 
 typedef struct slot {
@@ -85,19 +85,16 @@ static void w_progress(void *ctx, const char *stage, double fraction) {
     uv_async_send(&s->wake);
 }
 
-static void push_event(otf_sched *s, const char *id, const char *type, const char *json) {
-  pending_event *e = calloc(1, sizeof(*e));
-  if(!e)
-    return;
-  snprintf(e->id, sizeof(e->id), "%s", id);
-  e->type = strdup(type);
-  e->json = strdup(json);
-  if(!e->type || !e->json) {
-    free(e->type);
-    free(e->json);
-    free(e);
+/* Queues an event for the loop to record; takes data (NULL: dropped). */
+static void push_event(otf_sched *s, const char *id, const char *type, json_t *data) {
+  pending_event *e = data ? calloc(1, sizeof(*e)) : NULL;
+  if(!e) {
+    json_decref(data);
     return;
   }
+  snprintf(e->id, sizeof(e->id), "%s", id);
+  snprintf(e->type, sizeof(e->type), "%s", type);
+  e->data = data;
   pthread_mutex_lock(&s->mu);
   if(s->tail)
     s->tail->next = e;
@@ -118,23 +115,17 @@ static void w_map(void *ctx, const char *json) {
     sl->dirty = 1;
     pthread_mutex_unlock(&sl->s->mu);
   }
-  json_decref(m);
-  push_event(sl->s, sl->id, "map", json);
+  push_event(sl->s, sl->id, "map", m);
 }
 
 static void w_warning(void *ctx, const char *msg) {
   slot *sl = ctx;
-  json_t *d = json_pack("{s:s}", "message", msg);
-  char *t = d ? json_dumps(d, JSON_COMPACT) : NULL;
-  if(t)
-    push_event(sl->s, sl->id, "warning", t);
-  free(t);
-  json_decref(d);
+  push_event(sl->s, sl->id, "warning", json_pack("{s:s}", "message", msg));
 }
 
 static void w_event(void *ctx, const char *type, const char *json) {
   slot *sl = ctx;
-  push_event(sl->s, sl->id, type, json);
+  push_event(sl->s, sl->id, type, json_loads(json, 0, NULL));
 }
 
 static void w_layers(void *ctx, int n) {
@@ -180,13 +171,10 @@ static void flush(otf_sched *s) {
   pthread_mutex_unlock(&s->mu);
   otf_error e;
   for(; ev; ) {
-    json_t *d = json_loads(ev->json, 0, NULL);
-    if(d && otf_jobstore_event(s->api->store, ev->id, ev->type, d, &e) != OTF_OK)
+    if(otf_jobstore_event(s->api->store, ev->id, ev->type, ev->data, &e) != OTF_OK)
       otf_log("error", NULL, ev->id, NULL, "cannot record an event: %s", e.message);
-    json_decref(d);
+    json_decref(ev->data);
     pending_event *n = ev->next;
-    free(ev->type);
-    free(ev->json);
     free(ev);
     ev = n;
   }
@@ -449,8 +437,7 @@ void otf_sched_free(otf_sched *s) {
   pending_event *e = s->head;
   while(e) {
     pending_event *n = e->next;
-    free(e->type);
-    free(e->json);
+    json_decref(e->data);
     free(e);
     e = n;
   }
